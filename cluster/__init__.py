@@ -1,0 +1,1 @@
+"""Ray: the driver, workers, process groups and the sharded operators."""

@@ -1,0 +1,1 @@
+"""FreeScale: tuning-free high-resolution generation from pre-trained diffusion models."""

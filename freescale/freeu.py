@@ -1,0 +1,109 @@
+"""FreeU v1 as the reference applies it: scale the backbone, damp the skip's lowest frequencies (SPEC 6).
+
+Only 4 frequencies change, so the Fourier filter is x + (s - 1) * (their inverse transform), which
+needs sums over the whole plane and nothing else: a row band computes its part of the sums.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+
+def shifted_low_frequencies(length: int) -> list[int]:
+    """Frequency indices of the rows [L//2 - 1, L//2 + 1) of the fftshift-ed spectrum."""
+    shifted = list(range(length))[length // 2 - 1 : length // 2 + 1]
+    return [(c - length // 2) % length for c in shifted]
+
+
+def _basis(freqs: list[int], length: int, start: int, stop: int, device: torch.device) -> torch.Tensor:
+    """exp(-2 pi i k p / L) for the frequencies k and positions p in [start, stop), complex64 (K, P)."""
+    k = torch.tensor(freqs, dtype=torch.float64, device=device)[:, None]
+    p = torch.arange(start, stop, dtype=torch.float64, device=device)[None, :]
+    angle = -2 * math.pi * k * p / length
+    return torch.polar(torch.ones_like(angle), angle).to(torch.complex64)
+
+
+def low_frequency_sums(x: torch.Tensor, row_start: int, full_height: int) -> torch.Tensor:
+    """The 4 low Fourier coefficients of (B, C, rows, W) taken as rows [row_start, ...) of the plane.
+
+    Summing the results of all row bands gives the whole plane's coefficients.
+    """
+    rows, width = x.shape[-2:]
+    eh = _basis(shifted_low_frequencies(full_height), full_height, row_start, row_start + rows, x.device)
+    ew = _basis(shifted_low_frequencies(width), width, 0, width, x.device)
+    return torch.einsum("bchw,kh,lw->bckl", x.float().to(torch.complex64), eh, ew)
+
+
+def apply_low_frequency_scale(
+    x: torch.Tensor, sums: torch.Tensor, scale: float, row_start: int, full_height: int
+) -> torch.Tensor:
+    """F(x, s) for the rows of x, given the plane's low coefficients: x + (s - 1) * their inverse."""
+    rows, width = x.shape[-2:]
+    eh = _basis(shifted_low_frequencies(full_height), full_height, row_start, row_start + rows, x.device)
+    ew = _basis(shifted_low_frequencies(width), width, 0, width, x.device)
+    low = torch.einsum("bckl,kh,lw->bchw", sums, eh.conj(), ew.conj()).real / (full_height * width)
+    return (x.float() + (scale - 1.0) * low).to(x.dtype)
+
+
+def fourier_filter(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """F(x, s) on a whole (B, C, H, W) plane."""
+    height = x.shape[-2]
+    return apply_low_frequency_scale(x, low_frequency_sums(x, 0, height), scale, 0, height)
+
+
+class FreeUPreHook:
+    """Forward pre-hook of one up-block resnet: edits the concatenated [hidden, skip] input."""
+
+    def __init__(self, hidden_channels: int, backbone_scale: float, skip_scale: float, filter_fn=None):
+        self.hidden_channels = hidden_channels
+        self.backbone_scale = backbone_scale
+        self.skip_scale = skip_scale
+        # The sharded engine swaps in a filter that all-reduces the low-frequency sums.
+        self.filter_fn = filter_fn or fourier_filter
+
+    def __call__(self, module, args, kwargs):
+        x = args[0]
+        hidden, skip = x[:, : self.hidden_channels], x[:, self.hidden_channels :]
+        half = self.hidden_channels // 2
+        hidden = torch.cat([hidden[:, :half] * self.backbone_scale, hidden[:, half:]], dim=1)
+        skip = self.filter_fn(skip, self.skip_scale)
+        return (torch.cat([hidden, skip], dim=1), *args[1:]), kwargs
+
+
+def freeu_targets(unet) -> list[tuple[torch.nn.Module, int, int]]:
+    """(resnet, hidden channels, which pair: 0 for (b1, s1), 1 for (b2, s2)) for every affected resnet."""
+    channels = unet.config.block_out_channels
+    top, mid = channels[-1], channels[-2]
+    targets = []
+    previous_out = unet.mid_block.resnets[-1].out_channels
+    for block in unet.up_blocks:
+        for j, resnet in enumerate(block.resnets):
+            hidden = previous_out if j == 0 else block.resnets[j - 1].out_channels
+            if hidden == top:
+                targets.append((resnet, hidden, 0))
+            elif hidden == mid:
+                targets.append((resnet, hidden, 1))
+        previous_out = block.resnets[-1].out_channels
+    return targets
+
+
+@contextmanager
+def freeu_applied(unet, params: tuple[float, float, float, float] | None) -> Iterator[list[FreeUPreHook]]:
+    """Apply FreeU (b1, b2, s1, s2) to every up block for the duration; None applies nothing."""
+    hooks: list[FreeUPreHook] = []
+    handles = []
+    if params is not None:
+        b1, b2, s1, s2 = params
+        for resnet, hidden, pair in freeu_targets(unet):
+            hook = FreeUPreHook(hidden, (b1, b2)[pair], (s1, s2)[pair])
+            hooks.append(hook)
+            handles.append(resnet.register_forward_pre_hook(hook, with_kwargs=True))
+    try:
+        yield hooks
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -1,0 +1,59 @@
+"""Progress on the driver: stage k of K, step i of n, ETA; a bar on a terminal, plain lines in job logs."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+class Progress:
+    """Call `step(stage, num_stages, step, steps)` after each denoising step; `note(text)` for events."""
+
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False, line_every: float = 5.0):
+        self.stream = stream if stream is not None else sys.stderr
+        self.quiet = quiet
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.line_every = line_every
+        self._stage_start = time.monotonic()
+        self._stage_key: tuple[int, int] | None = None
+        self._first_step = 0
+        self._last_line = 0.0
+
+    def note(self, text: str) -> None:
+        if not self.quiet:
+            self._end_bar()
+            print(text, file=self.stream, flush=True)
+
+    def step(self, stage: int, num_stages: int, step: int, steps: int, first_step: int = 0) -> None:
+        """`step` is the index just finished (0-based); `first_step` is where this stage started."""
+        if self.quiet:
+            return
+        now = time.monotonic()
+        if self._stage_key != (stage, num_stages):
+            self._stage_key, self._stage_start, self._first_step = (stage, num_stages), now, first_step
+        done = step + 1 - self._first_step
+        remaining = steps - (step + 1)
+        rate = (now - self._stage_start) / max(done, 1)
+        eta = _clock(remaining * rate)
+        label = f"stage {stage + 1}/{num_stages} step {step + 1}/{steps}"
+        if self.tty:
+            filled = int(24 * (step + 1) / steps)
+            bar = "#" * filled + "-" * (24 - filled)
+            self.stream.write(f"\r{label} [{bar}] ETA {eta}   ")
+            self.stream.flush()
+            if step + 1 == steps:
+                self._end_bar()
+        elif step + 1 == steps or now - self._last_line >= self.line_every or done == 1:
+            self._last_line = now
+            print(f"{label} ETA {eta}", file=self.stream, flush=True)
+
+    def _end_bar(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60:d}:{seconds % 60:02d}"

@@ -95,7 +95,9 @@ class Cascade:
 
             with Image.open(c.image) as image:
                 pixels = vae_transitions.from_pil(image, device, self.vae.dtype)
-            return vae_transitions.encode(self.vae, pixels, keyed_generator(c.seed, "vae-sample", 0)).to(dtype)
+            return vae_transitions.encode(self.vae, pixels, keyed_generator(c.seed, "vae-sample", 0)).to(
+                dtype
+            )
         self.scheduler.set_timesteps(c.steps, device=device)
         noise = keyed_normal(latent_shape, c.seed, "initial", dtype=dtype, device=device)
         latents = noise * self.scheduler.init_noise_sigma
@@ -118,10 +120,17 @@ class Cascade:
         total = self.scheduler.config.num_train_timesteps
 
         fusion = scale_fusion(
-            self.unet, self.native, size, fast_mode=c.fast_mode, dilation=True, freeu=None,
-            jitter_seed=c.seed, blur_channels=c.blur == "3d",
+            self.unet,
+            self.native,
+            size,
+            fast_mode=c.fast_mode,
+            dilation=True,
+            freeu=None,
+            jitter_seed=c.seed,
+            blur_channels=c.blur == "3d",
         )
         with fusion as handle:
+
             def before_step(i: int, latents: torch.Tensor) -> torch.Tensor:
                 handle.begin_step(stage, i, dilate=i < c.dilate_tau)
                 factor = cosine_factor(self.scheduler.timesteps[i], total, exponent)
@@ -129,8 +138,15 @@ class Cascade:
                 return (latents * (1 - factor) + z_i * factor).to(dtype)
 
             return denoise(
-                self.unet, self.scheduler, noised[0], cond, first, c.seed, stage,
-                before_step=before_step, after_step=self._report(stage, first),
+                self.unet,
+                self.scheduler,
+                noised[0],
+                cond,
+                first,
+                c.seed,
+                stage,
+                before_step=before_step,
+                after_step=self._report(stage, first),
             )
 
 
@@ -138,4 +154,3 @@ def decode_image(model, latents: torch.Tensor):
     """A stage's latents as an 8-bit PIL image."""
     vae_transitions.prepare_vae(model.pipe.vae)
     return vae_transitions.to_pil(vae_transitions.decode(model.pipe.vae, latents))
-

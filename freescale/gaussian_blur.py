@@ -23,7 +23,9 @@ def _blur_last_axis(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return out.reshape(shape)
 
 
-def gaussian_blur(x: torch.Tensor, kernel_size: int, sigma: float = 1.0, channels: bool = True) -> torch.Tensor:
+def gaussian_blur(
+    x: torch.Tensor, kernel_size: int, sigma: float = 1.0, channels: bool = True
+) -> torch.Tensor:
     """Blur (B, h, w, C) with zero padding over h and w, and over C too when `channels` (the reference).
 
     The reference convolves with the outer product of three 1-D kernels; applying them one axis at a

@@ -91,9 +91,14 @@ def scale_fusion(
         raise ValueError(f"native_size must be square, got {native_size}")
     counts = scale_counts(tuple(target_size), native)
     if min(counts) < 1:
-        raise ValueError(f"target_size {tuple(target_size)} must be at least the native {native} on each side")
+        raise ValueError(
+            f"target_size {tuple(target_size)} must be at least the native {native} on each side"
+        )
     step = FusionStep(
-        latent=(0, 0), scale_counts=counts, fast_mode=fast_mode, jitter_seed=jitter_seed,
+        latent=(0, 0),
+        scale_counts=counts,
+        fast_mode=fast_mode,
+        jitter_seed=jitter_seed,
         blur_channels=blur_channels,
     )
     with ExitStack() as stack:

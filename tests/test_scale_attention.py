@@ -105,5 +105,8 @@ def test_unsupported_attention_is_refused():
     attn = _attention()
     step = FusionStep(latent=(4, 4), scale_counts=(1, 1))
     with pytest.raises(NotImplementedError, match="cross-attention"):
-        ScaleFusionProcessor(step, 0)(attn, torch.randn(1, 16, 16, dtype=torch.float64),
-                                      encoder_hidden_states=torch.randn(1, 3, 16, dtype=torch.float64))
+        ScaleFusionProcessor(step, 0)(
+            attn,
+            torch.randn(1, 16, 16, dtype=torch.float64),
+            encoder_hidden_states=torch.randn(1, 3, 16, dtype=torch.float64),
+        )

@@ -75,8 +75,12 @@ def test_jitter_stays_in_bounds_and_is_keyed():
 def test_jitter_key_is_stable_and_distinguishes_every_field():
     base = jitter_key(123, 1, 10, 4)
     assert base == jitter_key(123, 1, 10, 4)
-    others = {jitter_key(124, 1, 10, 4), jitter_key(123, 2, 10, 4), jitter_key(123, 1, 11, 4),
-              jitter_key(123, 1, 10, 5)}
+    others = {
+        jitter_key(124, 1, 10, 4),
+        jitter_key(123, 2, 10, 4),
+        jitter_key(123, 1, 11, 4),
+        jitter_key(123, 1, 10, 5),
+    }
     assert base not in others and len(others) == 4
 
 

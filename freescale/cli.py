@@ -1,0 +1,214 @@
+"""The `freescale` command: render, make-test-model. Bad input exits with code 2 before any loading."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from freescale.errors import ConfigError
+from freescale.render_config import (
+    DEFAULT_NEGATIVE_PROMPT,
+    FREEU_DEFAULT,
+    RenderConfig,
+    build_config,
+    load_preset,
+    preset_names,
+)
+
+_D = RenderConfig.__dataclass_fields__
+
+
+def _default(name: str) -> str:
+    return f"(default: {_D[name].default})"
+
+
+def _add_render_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prompt", nargs="?", help="what to render (may also come from the preset)")
+    p.add_argument(
+        "--preset",
+        help=f"a preset name ({', '.join(preset_names())}) or a YAML file; flags override it (default: none)",
+    )
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--model",
+        help="'tiny' (built in, no download), a diffusers SDXL directory, or an SDXL "
+        ".safetensors file " + _default("model"),
+    )
+    g.add_argument(
+        "--model-config",
+        help="for a .safetensors file: a diffusers-layout directory with the "
+        "model's configs and tokenizers (default: the file's own directory)",
+    )
+    g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
+    g.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="(default: fp16 on GPU, fp32 on CPU)")
+    g = p.add_argument_group("size")
+    g.add_argument(
+        "--size",
+        help="final size WIDTHxHEIGHT, a whole multiple of the native resolution "
+        "(default: --scale times native)",
+    )
+    g.add_argument("--scale", type=int, help="final size as a multiple of the native resolution (default: 2)")
+    g.add_argument(
+        "--stages",
+        help="explicit stage sizes, e.g. 1024,2048,4096 or 1024x768,2048x1536 "
+        "(default: from --size and --stage-rule)",
+    )
+    g.add_argument(
+        "--stage-rule",
+        choices=["double", "direct"],
+        help="stages for a target: native, x2, x4 ... target; or native then target (default: double)",
+    )
+    g = p.add_argument_group("sampling")
+    g.add_argument("--steps", type=int, help=_default("steps"))
+    g.add_argument("--guidance", type=float, help="classifier-free guidance scale " + _default("guidance"))
+    g.add_argument("--seed", type=int, help=_default("seed"))
+    g.add_argument("--negative-prompt", help=f"(default: {DEFAULT_NEGATIVE_PROMPT!r})")
+    g = p.add_argument_group("FreeScale method (SPEC section 3)")
+    g.add_argument(
+        "--cosine-scale",
+        type=float,
+        help="skip-residual exponent; <= 1.0 advised for 8k " + _default("cosine_scale"),
+    )
+    g.add_argument(
+        "--cosine-scale-bg", type=float, help="exponent outside --mask " + _default("cosine_scale_bg")
+    )
+    g.add_argument("--dilate-tau", type=int, help="dilate convs for steps i < tau " + _default("dilate_tau"))
+    g.add_argument(
+        "--restart", type=float, help="fraction of steps skipped in upper stages " + _default("restart")
+    )
+    g.add_argument(
+        "--fast-mode",
+        action="store_true",
+        default=None,
+        help="global attention over strided sub-grids (default: off)",
+    )
+    g.add_argument(
+        "--no-freeu",
+        dest="freeu",
+        action="store_false",
+        default=None,
+        help=f"turn FreeU off (default: on with b1,b2,s1,s2 = {','.join(map(str, FREEU_DEFAULT))})",
+    )
+    g.add_argument("--freeu", dest="freeu", help="FreeU parameters b1,b2,s1,s2")
+    g.add_argument(
+        "--blur",
+        choices=["3d", "2d"],
+        help="Gaussian over h, w and channels (reference) or spatial only (default: 3d)",
+    )
+    g.add_argument("--image", help="image-to-image: a base image of the first stage's size (default: none)")
+    g.add_argument("--mask", help="detail control mask, any size; non-zero = more detail (default: none)")
+    g = p.add_argument_group("output")
+    g.add_argument("-o", "--output", help=".png, .jpg or .tif path " + _default("output"))
+    g.add_argument("--save-stages", action="store_true", default=None, help="also write every stage")
+    g.add_argument("--overwrite", action="store_true", default=None, help="replace an existing output")
+    g.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+RENDER_KEYS = (
+    "prompt",
+    "model",
+    "model_config",
+    "device",
+    "dtype",
+    "size",
+    "scale",
+    "stages",
+    "stage_rule",
+    "steps",
+    "guidance",
+    "seed",
+    "negative_prompt",
+    "cosine_scale",
+    "cosine_scale_bg",
+    "dilate_tau",
+    "restart",
+    "fast_mode",
+    "freeu",
+    "blur",
+    "image",
+    "mask",
+    "output",
+    "save_stages",
+    "overwrite",
+)
+
+
+def config_from_args(args: argparse.Namespace):
+    """Preset, then flags; returns (config, model source). Loads nothing heavy."""
+    from freescale.model_loading import resolve_model_source
+    from freescale.native_resolution import native_size_of
+
+    values = load_preset(args.preset) if args.preset else {}
+    values.update({k: getattr(args, k) for k in RENDER_KEYS if getattr(args, k) is not None})
+    source = resolve_model_source(values.get("model", "tiny"), values.get("model_config"))
+    return build_config(values, native_size_of(source)), source
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from freescale.model_loading import load_model
+    from freescale.progress import Progress
+    from freescale.render import render_to_files
+
+    config, source = config_from_args(args)
+    progress = Progress(quiet=args.quiet)
+    started = time.monotonic()
+    stages = " -> ".join(f"{w}x{h}" for h, w in config.stages)
+    progress.note(f"loading model {config.model}; stages {stages}")
+    model = load_model(source, config.device, config.dtype)
+    written = render_to_files(config, model, progress)
+    progress.note(f"done in {time.monotonic() - started:.1f}s: {', '.join(written)}")
+    return 0
+
+
+def cmd_make_test_model(args: argparse.Namespace) -> int:
+    import os
+
+    from freescale.model_loading import save_tiny_model
+
+    if os.path.exists(args.directory) and os.listdir(args.directory):
+        raise ConfigError(f"make-test-model: {args.directory} exists and is not empty")
+    parent = os.path.dirname(os.path.abspath(args.directory))
+    if not os.path.isdir(parent):
+        raise ConfigError(f"make-test-model: parent directory {parent} does not exist")
+    save_tiny_model(args.directory, seed=args.seed, single_file=args.single_file)
+    print(f"wrote the built-in test model to {args.directory}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="freescale", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    render = commands.add_parser(
+        "render",
+        help="render an image",
+        description="Render one image with "
+        "FreeScale. Every option falls back to the preset, then to its default.",
+    )
+    _add_render_options(render)
+    render.set_defaults(run=cmd_render)
+    make = commands.add_parser("make-test-model", help="save the built-in tiny model in diffusers layout")
+    make.add_argument("directory")
+    make.add_argument(
+        "--seed", type=int, default=0, help="weight seed (default: 0, the same as --model tiny)"
+    )
+    make.add_argument(
+        "--single-file",
+        action="store_true",
+        help="also write tiny_sdxl.safetensors in the original SDXL single-file layout",
+    )
+    make.set_defaults(run=cmd_make_test_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ConfigError as exc:
+        print(f"freescale: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

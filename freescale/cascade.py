@@ -18,10 +18,10 @@ from freescale.render_config import RenderConfig
 from freescale.scale_fusion import scale_fusion
 
 
-def cosine_factor(timestep: float, num_train_timesteps: int, exponent: torch.Tensor | float):
-    """c = (0.5 * (1 + cos(pi * (T - t) / T))) ** exponent."""
+def cosine_factor(timestep: float, num_train_timesteps: int, exponent: torch.Tensor | float) -> torch.Tensor:
+    """c = (0.5 * (1 + cos(pi * (T - t) / T))) ** exponent, in float64 (a number or a per-position map)."""
     base = 0.5 * (1 + math.cos(math.pi * (num_train_timesteps - float(timestep)) / num_train_timesteps))
-    return base**exponent
+    return torch.as_tensor(base, dtype=torch.float64) ** torch.as_tensor(exponent, dtype=torch.float64)
 
 
 def restart_latents(scheduler, x0: torch.Tensor, noise: torch.Tensor, first: int) -> list[torch.Tensor]:
@@ -115,8 +115,6 @@ class Cascade:
         first = c.restart_step
         noised = restart_latents(self.scheduler, x0, noise, first)
         exponent = cosine_exponent(self.mask, tuple(x0.shape[-2:]), c.cosine_scale, c.cosine_scale_bg)
-        if isinstance(exponent, torch.Tensor):
-            exponent = exponent.to(device)
         total = self.scheduler.config.num_train_timesteps
 
         fusion = scale_fusion(
@@ -133,9 +131,9 @@ class Cascade:
 
             def before_step(i: int, latents: torch.Tensor) -> torch.Tensor:
                 handle.begin_step(stage, i, dilate=i < c.dilate_tau)
-                factor = cosine_factor(self.scheduler.timesteps[i], total, exponent)
-                z_i = noised[i - first]
-                return (latents * (1 - factor) + z_i * factor).to(dtype)
+                # Cast first so that a full mask and a plain exponent blend in exactly the same arithmetic.
+                factor = cosine_factor(self.scheduler.timesteps[i], total, exponent).to(device, dtype)
+                return latents * (1 - factor) + noised[i - first] * factor
 
             return denoise(
                 self.unet,

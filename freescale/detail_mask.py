@@ -21,5 +21,5 @@ def cosine_exponent(
     """The exponent of the cosine factor: a number, or mask * fg + (1 - mask) * bg on the latent grid."""
     if mask is None:
         return foreground
-    resized = F.interpolate(mask, size=latent, mode="nearest")
+    resized = F.interpolate(mask, size=latent, mode="nearest").double()
     return resized * foreground + (1 - resized) * background

@@ -10,8 +10,21 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
-from freescale.render import render  # noqa: E402
-from freescale.render_config import RenderConfig, build_config  # noqa: E402
-from freescale.scale_fusion import scale_fusion  # noqa: E402
+_PUBLIC = {
+    "render": "freescale.render",
+    "RenderConfig": "freescale.render_config",
+    "build_config": "freescale.render_config",
+    "scale_fusion": "freescale.scale_fusion",
+}
+
+
+def __getattr__(name: str):
+    # Lazy, so that importing a light submodule (geometry, a worker) does not import diffusers' pipelines.
+    if name in _PUBLIC:
+        import importlib
+
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'freescale' has no attribute {name!r}")
+
 
 __all__ = ["RenderConfig", "build_config", "render", "scale_fusion", "__version__"]

@@ -1,14 +1,20 @@
-"""The self-cascade (SPEC 1-2, 7): a base stage, then for each higher stage decode, resize, re-encode,
-restart from a noised latent and denoise with scale fusion, blending in the skip residual."""
+"""The self-cascade (SPEC 1-2, 7) on one rank of a group: a base stage, then for each higher stage
+decode, resize, re-encode, restart from a noised latent and denoise with scale fusion.
+
+Every rank holds a row band of each upper stage; with one rank the band is the whole latent.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from freescale import vae_transitions
+from freescale.cluster.band_ops import shard_context_of
+from freescale.cluster.shard_group import ShardGroup
 from freescale.conditioning import Conditioning, encode_conditioning
 from freescale.detail_mask import cosine_exponent, load_binary_mask
 from freescale.freeu import freeu_applied
@@ -29,6 +35,14 @@ def restart_latents(scheduler, x0: torch.Tensor, noise: torch.Tensor, first: int
     return [scheduler.add_noise(x0, noise, t.reshape(1)) for t in scheduler.timesteps[first:]]
 
 
+def _check_deterministic_sampler(scheduler, world: int) -> None:
+    if world > 1 and "Ancestral" in type(scheduler).__name__:
+        raise NotImplementedError(
+            f"{type(scheduler).__name__} draws noise for the tensor it is given; with {world} ranks each "
+            "would draw for its band and the result would depend on the sharding. Use one worker."
+        )
+
+
 @torch.no_grad()
 def denoise(
     unet,
@@ -38,10 +52,10 @@ def denoise(
     first_step: int,
     seed: int,
     stage: int,
-    before_step: Callable[[int, int], torch.Tensor] | None = None,
+    before_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
     after_step: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """Run steps first_step .. end of an already set schedule. `before_step(i, t)` may replace latents."""
+    """Steps first_step .. end of an already set schedule; `before_step(i, latents)` may replace latents."""
     scheduler.set_begin_index(first_step)
     for i in range(first_step, len(scheduler.timesteps)):
         t = scheduler.timesteps[i]
@@ -61,21 +75,34 @@ def denoise(
 
 
 class Cascade:
-    """One render on one process: holds the model and the config, yields each stage's latents."""
+    """One render on one rank: `run()` returns every stage's whole latents, the same on every rank."""
 
-    def __init__(self, model, config: RenderConfig, progress: Progress | None = None):
+    def __init__(
+        self, model, config: RenderConfig, progress: Progress | None = None, group: ShardGroup | None = None
+    ):
         self.pipe = model.pipe
         self.native = model.native_size
         self.config = config
-        self.progress = progress or Progress(quiet=True)
+        self.group = group or ShardGroup.single()
+        quiet = progress is None or self.group.rank != 0
+        self.progress = Progress(quiet=True) if quiet else progress
         self.unet, self.vae, self.scheduler = self.pipe.unet, self.pipe.vae, self.pipe.scheduler
-        vae_transitions.prepare_vae(self.vae)
+        self.shard = shard_context_of(self.unet)
         self.mask = load_binary_mask(config.mask) if config.mask else None
+        _check_deterministic_sampler(self.scheduler, self.group.world)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
 
     def run(self) -> list[torch.Tensor]:
         c = self.config
         cond = encode_conditioning(self.pipe, c.prompt, c.negative_prompt, c.guidance, c.stages[0])
-        with freeu_applied(self.unet, c.freeu):
+        with freeu_applied(self.unet, c.freeu, self.shard):
             results = [self.base_stage(cond)]
             for stage in range(1, len(c.stages)):
                 results.append(self.upper_stage(stage, results[-1], cond))
@@ -85,70 +112,74 @@ class Cascade:
         steps, num_stages = self.config.steps, len(self.config.stages)
         return lambda i: self.progress.step(stage, num_stages, i, steps, first_step=first)
 
+    def _latent_shape(self, stage: int) -> tuple[int, int, int, int]:
+        h, w = self.config.stages[stage]
+        scale = vae_transitions.vae_scale(self.vae)
+        return (1, self.unet.config.in_channels, h // scale, w // scale)
+
     def base_stage(self, cond: Conditioning) -> torch.Tensor:
+        """Rank 0 renders the small base stage unsharded; the others receive it."""
+        shape = self._latent_shape(0)
+        if self.group.rank == 0:
+            latents = self._base_latents(cond, shape)
+        else:
+            latents = torch.empty(shape, dtype=self.dtype, device=self.device)
+        return self.group.broadcast(latents.contiguous(), src=0)
+
+    def _base_latents(self, cond: Conditioning, shape: tuple[int, ...]) -> torch.Tensor:
         c = self.config
-        h, w = c.stages[0]
-        latent_shape = (1, self.unet.config.in_channels, h // 8, w // 8)
-        dtype, device = self.unet.dtype, self.unet.device
+        self.shard.group = ShardGroup.single()
+        self.shard.set_stage(shape[-2:])
         if c.image is not None:
             from PIL import Image
 
             with Image.open(c.image) as image:
-                pixels = vae_transitions.from_pil(image, device, self.vae.dtype)
-            return vae_transitions.encode(self.vae, pixels, keyed_generator(c.seed, "vae-sample", 0)).to(
-                dtype
-            )
-        self.scheduler.set_timesteps(c.steps, device=device)
-        noise = keyed_normal(latent_shape, c.seed, "initial", dtype=dtype, device=device)
+                pixels = vae_transitions.from_pil(image, self.device, self.vae.dtype)
+            noise = keyed_normal(shape, c.seed, "vae-sample", 0)
+            return vae_transitions.encode_image(self.vae, pixels, noise).to(self.dtype)
+        self.scheduler.set_timesteps(c.steps, device=self.device)
+        noise = keyed_normal(shape, c.seed, "initial", dtype=self.dtype, device=self.device)
         latents = noise * self.scheduler.init_noise_sigma
         return denoise(self.unet, self.scheduler, latents, cond, 0, c.seed, 0, after_step=self._report(0, 0))
 
     def upper_stage(self, stage: int, previous: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         c = self.config
-        size = c.stages[stage]
-        dtype, device = self.unet.dtype, self.unet.device
-        image = vae_transitions.resize(vae_transitions.decode(self.vae, previous), size)
-        x0 = vae_transitions.encode(self.vae, image, keyed_generator(c.seed, "vae-sample", stage)).to(dtype)
-        del image
-        noise = keyed_normal(tuple(x0.shape), c.seed, "restart-noise", stage, dtype=dtype, device=device)
-        self.scheduler.set_timesteps(c.steps, device=device)
+        shape = self._latent_shape(stage)
+        self.shard.group = self.group
+        self.shard.set_stage(shape[-2:])
+        a, b = self.shard.band
+        sample_noise = keyed_normal(shape, c.seed, "vae-sample", stage)[..., a:b, :]
+        x0 = vae_transitions.next_stage_band(self.vae, previous, c.stages[stage], (a, b), sample_noise)
+        x0 = x0.to(self.device, self.dtype)
+        noise = keyed_normal(shape, c.seed, "restart-noise", stage, dtype=self.dtype, device=self.device)
+        self.scheduler.set_timesteps(c.steps, device=self.device)
         first = c.restart_step
-        noised = restart_latents(self.scheduler, x0, noise, first)
-        exponent = cosine_exponent(self.mask, tuple(x0.shape[-2:]), c.cosine_scale, c.cosine_scale_bg)
+        noised = restart_latents(self.scheduler, x0, noise[..., a:b, :], first)
+        exponent = cosine_exponent(self.mask, shape[-2:], c.cosine_scale, c.cosine_scale_bg)
+        if isinstance(exponent, torch.Tensor):
+            exponent = exponent[..., a:b, :]
         total = self.scheduler.config.num_train_timesteps
 
         fusion = scale_fusion(
-            self.unet,
-            self.native,
-            size,
-            fast_mode=c.fast_mode,
-            dilation=True,
-            freeu=None,
-            jitter_seed=c.seed,
-            blur_channels=c.blur == "3d",
-        )
+            self.unet, self.native, c.stages[stage], fast_mode=c.fast_mode, dilation=True, freeu=None,
+            jitter_seed=c.seed, blur_channels=c.blur == "3d", shard=self.shard,
+        )  # fmt: skip
         with fusion as handle:
 
             def before_step(i: int, latents: torch.Tensor) -> torch.Tensor:
                 handle.begin_step(stage, i, dilate=i < c.dilate_tau)
                 # Cast first so that a full mask and a plain exponent blend in exactly the same arithmetic.
-                factor = cosine_factor(self.scheduler.timesteps[i], total, exponent).to(device, dtype)
+                factor = cosine_factor(self.scheduler.timesteps[i], total, exponent).to(
+                    self.device, self.dtype
+                )
                 return latents * (1 - factor) + noised[i - first] * factor
 
-            return denoise(
-                self.unet,
-                self.scheduler,
-                noised[0],
-                cond,
-                first,
-                c.seed,
-                stage,
-                before_step=before_step,
-                after_step=self._report(stage, first),
-            )
+            band = denoise(
+                self.unet, self.scheduler, noised[0], cond, first, c.seed, stage,
+                before_step=before_step, after_step=self._report(stage, first),
+            )  # fmt: skip
+        return self.group.all_gather_rows(band.contiguous(), self.shard.bands, dim=-2)
 
-
-def decode_image(model, latents: torch.Tensor):
-    """A stage's latents as an 8-bit PIL image."""
-    vae_transitions.prepare_vae(model.pipe.vae)
-    return vae_transitions.to_pil(vae_transitions.decode(model.pipe.vae, latents))
+    def image_rows(self, latents: torch.Tensor, pixel_rows: tuple[int, int]) -> np.ndarray:
+        """Rows of a stage's image as uint8 (H, W, 3), decoded from the stage's whole latents."""
+        return vae_transitions.to_uint8(vae_transitions.decode_band(self.vae, latents, pixel_rows))

@@ -25,7 +25,10 @@ class DilationSwitch:
 
     def __init__(self, unet: torch.nn.Module, factors: tuple[int, int]):
         modules = dict(unet.named_modules())
-        self.convs = [modules[name] for name in DILATED_CONVS if name in modules]
+        # A sharded UNet wraps each conv; the wrapper reads the inner conv's settings.
+        self.convs = [
+            getattr(modules[name], "inner", modules[name]) for name in DILATED_CONVS if name in modules
+        ]
         self.factors = factors
         self.original = [(conv.dilation, conv.padding) for conv in self.convs]
 

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 
 import torch
 
+from freescale.cluster.shard_context import ShardContext
+
 
 def shifted_low_frequencies(length: int) -> list[int]:
     """Frequency indices of the rows [L//2 - 1, L//2 + 1) of the fftshift-ed spectrum."""
@@ -55,22 +57,37 @@ def fourier_filter(x: torch.Tensor, scale: float) -> torch.Tensor:
     return apply_low_frequency_scale(x, low_frequency_sums(x, 0, height), scale, 0, height)
 
 
+def band_fourier_filter(x: torch.Tensor, scale: float, shard: ShardContext | None) -> torch.Tensor:
+    """F(x, s) for this rank's rows of the plane: the low-frequency sums are added up over ranks."""
+    if shard is None:
+        return fourier_filter(x, scale)
+    factor = shard.factor_for_rows(x.shape[-2])
+    row_start, height = shard.bands_at(factor)[shard.group.rank][0], shard.grid_at(factor)[0]
+    sums = shard.group.all_reduce_sum(low_frequency_sums(x, row_start, height))
+    return apply_low_frequency_scale(x, sums, scale, row_start, height)
+
+
 class FreeUPreHook:
     """Forward pre-hook of one up-block resnet: edits the concatenated [hidden, skip] input."""
 
-    def __init__(self, hidden_channels: int, backbone_scale: float, skip_scale: float, filter_fn=None):
+    def __init__(
+        self,
+        hidden_channels: int,
+        backbone_scale: float,
+        skip_scale: float,
+        shard: ShardContext | None = None,
+    ):
         self.hidden_channels = hidden_channels
         self.backbone_scale = backbone_scale
         self.skip_scale = skip_scale
-        # The sharded engine swaps in a filter that all-reduces the low-frequency sums.
-        self.filter_fn = filter_fn or fourier_filter
+        self.shard = shard
 
     def __call__(self, module, args, kwargs):
         x = args[0]
         hidden, skip = x[:, : self.hidden_channels], x[:, self.hidden_channels :]
         half = self.hidden_channels // 2
         hidden = torch.cat([hidden[:, :half] * self.backbone_scale, hidden[:, half:]], dim=1)
-        skip = self.filter_fn(skip, self.skip_scale)
+        skip = band_fourier_filter(skip, self.skip_scale, self.shard)
         return (torch.cat([hidden, skip], dim=1), *args[1:]), kwargs
 
 
@@ -92,14 +109,18 @@ def freeu_targets(unet) -> list[tuple[torch.nn.Module, int, int]]:
 
 
 @contextmanager
-def freeu_applied(unet, params: tuple[float, float, float, float] | None) -> Iterator[list[FreeUPreHook]]:
-    """Apply FreeU (b1, b2, s1, s2) to every up block for the duration; None applies nothing."""
+def freeu_applied(
+    unet, params: tuple[float, float, float, float] | None, shard: ShardContext | None = None
+) -> Iterator[list[FreeUPreHook]]:
+    """Apply FreeU (b1, b2, s1, s2) to every up block for the duration; None applies nothing.
+
+    `shard`: the row band context when the UNet runs on bands (None: whole planes)."""
     hooks: list[FreeUPreHook] = []
     handles = []
     if params is not None:
         b1, b2, s1, s2 = params
         for resnet, hidden, pair in freeu_targets(unet):
-            hook = FreeUPreHook(hidden, (b1, b2)[pair], (s1, s2)[pair])
+            hook = FreeUPreHook(hidden, (b1, b2)[pair], (s1, s2)[pair], shard)
             hooks.append(hook)
             handles.append(resnet.register_forward_pre_hook(hook, with_kwargs=True))
     try:

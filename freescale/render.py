@@ -7,7 +7,7 @@ import dataclasses
 import torch
 from PIL import Image
 
-from freescale.cascade import Cascade, decode_image
+from freescale.cascade import Cascade
 from freescale.image_output import save_image, stage_path
 from freescale.model_loading import LoadedModel, load_model, resolve_model_source
 from freescale.progress import Progress
@@ -35,14 +35,19 @@ def render(
     """Run the cascade; one PIL image per stage, base first."""
     model = model or load_model_for(config)
     with torch.inference_mode():
-        latents = Cascade(model, config, progress).run()
-        return [decode_image(model, stage_latents) for stage_latents in latents]
+        cascade = Cascade(model, config, progress)
+        latents = cascade.run()
+        return [
+            Image.fromarray(cascade.image_rows(lat, (0, size[0])))
+            for lat, size in zip(latents, config.stages, strict=True)
+        ]
 
 
 def render_to_files(config: RenderConfig, model: LoadedModel, progress: Progress) -> list[str]:
     """Render and write the final image (and every stage with save_stages); returns the paths written."""
     with torch.inference_mode():
-        latents = Cascade(model, config, progress).run()
+        cascade = Cascade(model, config, progress)
+        latents = cascade.run()
         data = recipe(config, model)
         written = []
         last = len(latents) - 1
@@ -51,6 +56,7 @@ def render_to_files(config: RenderConfig, model: LoadedModel, progress: Progress
                 continue
             path = config.output if stage == last else stage_path(config.output, stage, config.stages[stage])
             progress.note(f"writing {path}")
-            save_image(decode_image(model, stage_latents), path, config.overwrite, {**data, "stage": stage})
+            image = Image.fromarray(cascade.image_rows(stage_latents, (0, config.stages[stage][0])))
+            save_image(image, path, config.overwrite, {**data, "stage": stage})
             written.append(path)
     return written

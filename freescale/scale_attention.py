@@ -7,14 +7,15 @@ projection is applied after averaging (it is affine, so the average commutes wit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
+from freescale.cluster.shard_context import ShardContext
 from freescale.gaussian_blur import gaussian_blur
-from freescale.tiling.levels import token_grid
-from freescale.tiling.windows import LocalWindows, jitter_key, local_windows
+from freescale.tiling.bands import clip
+from freescale.tiling.windows import LocalWindows, jitter_key, local_windows, windows_touching_rows
 
 # Bounds the gathered q/k/v of one batched local-attention call, in (batch x window x token) rows.
 WINDOW_TOKENS_PER_CALL = 1 << 18
@@ -24,8 +25,8 @@ WINDOW_TOKENS_PER_CALL = 1 << 18
 class FusionStep:
     """What every scale-fusion layer needs to know about the current UNet call."""
 
-    latent: tuple[int, int]
     scale_counts: tuple[int, int]
+    shard: ShardContext = field(default_factory=ShardContext)
     fast_mode: bool = False
     jitter_seed: int | None = None
     stage: int = 0
@@ -90,24 +91,29 @@ def local_attention(qkv: torch.Tensor, windows: LocalWindows, heads: int) -> tor
 
 
 def strided_subgrid_attention(
-    qkv: torch.Tensor, grid: tuple[int, int], counts: tuple[int, int], heads: int
+    q: torch.Tensor, kv: torch.Tensor, first_row: int, counts: tuple[int, int], heads: int
 ) -> torch.Tensor:
-    """Fast-mode global branch: each sub-grid x[a::n_h, b::n_w] attended on its own. qkv: (3, B, h, w, C)."""
-    _, batch, h, w, channels = qkv.shape
+    """Fast-mode global branch: sub-grid x[a::n_h, b::n_w] attends only to itself.
+
+    q: (B, rows, w, C) for grid rows [first_row, ...); kv: (2, B, h, w, C) for the whole grid.
+    """
+    batch, rows, w, channels = q.shape
     nh, nw = counts
-    if h % nh == 0 and w % nw == 0:
-        # Equal sub-grids: one batched call.
-        grouped = qkv.view(3, batch, h // nh, nh, w // nw, nw, channels).permute(0, 1, 3, 5, 2, 4, 6)
-        q, k, v = grouped.reshape(3, batch * nh * nw, (h // nh) * (w // nw), channels)
-        out = attend(q, k, v, heads).view(batch, nh, nw, h // nh, w // nw, channels)
-        return out.permute(0, 3, 1, 4, 2, 5).reshape(batch, h, w, channels)
-    out = torch.empty(batch, h, w, channels, dtype=qkv.dtype, device=qkv.device)
+    out = torch.empty_like(q)
     for a in range(nh):
+        local_a = (a - first_row) % nh  # first of this rank's rows that lies in sub-grid row class a
+        if local_a >= rows:
+            continue
+        k, v = kv[:, :, a::nh]
         for b in range(nw):
-            sub = qkv[:, :, a::nh, b::nw]
-            sh, sw = sub.shape[2:4]
-            q, k, v = sub.reshape(3, batch, sh * sw, channels)
-            out[:, a::nh, b::nw] = attend(q, k, v, heads).view(batch, sh, sw, channels)
+            q_sub = q[:, local_a::nh, b::nw]
+            sh, sw = q_sub.shape[1:3]
+            out[:, local_a::nh, b::nw] = attend(
+                q_sub.reshape(batch, sh * sw, channels),
+                k[:, :, b::nw].reshape(batch, -1, channels),
+                v[:, :, b::nw].reshape(batch, -1, channels),
+                heads,
+            ).view(batch, sh, sw, channels)
     return out
 
 
@@ -127,7 +133,11 @@ def _check_plain_self_attention(attn, encoder_hidden_states, attention_mask) -> 
 
 
 class ScaleFusionProcessor:
-    """attn1 processor: out = G(local) + global - G(global), with G the Gaussian filter."""
+    """attn1 processor: out = G(local) + global - G(global), with G the Gaussian filter.
+
+    Works on this rank's row band of the token grid: it borrows the rows its local windows and
+    the blur reach into, and gathers keys/values of the whole grid for the global branch.
+    """
 
     def __init__(self, step: FusionStep, layer: int):
         self.step = step
@@ -135,29 +145,46 @@ class ScaleFusionProcessor:
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **_):
         _check_plain_self_attention(attn, encoder_hidden_states, attention_mask)
+        shard = self.step.shard
         batch, tokens, channels = hidden_states.shape
-        grid = token_grid(self.step.latent, tokens)
+        factor = shard.factor_for_tokens(tokens)
+        grid, bands = shard.grid_at(factor), shard.bands_at(factor)
+        (h, w), (a, b) = grid, bands[shard.group.rank]
+        x = hidden_states.view(batch, b - a, w, channels)
         windows = self.step.windows(grid, self.layer)
-        (h, w), (ph, pw) = grid, windows.pad
 
-        padded = F.pad(hidden_states.view(batch, h, w, channels), (0, 0, pw, pw, ph, ph))
-        padded = padded.reshape(batch, -1, channels)
-        qkv = torch.stack([attn.to_q(padded), attn.to_k(padded), attn.to_v(padded)])
-        inner = qkv.shape[-1]
-        hp, wp = windows.padded_grid
+        # Local branch: the windows that touch this band, on the rows they cover.
+        reach = [windows_touching_rows(windows, band) for band in bands]
+        rows = shard.group.fetch_rows(x, bands, [clip(r.rows, h) for r in reach], dim=1)
+        mine = reach[shard.group.rank]
+        top = mine.rows[0]
+        padded = F.pad(rows, (0, 0, windows.pad[1], windows.pad[1], max(0, -top), max(0, mine.rows[1] - h)))
+        proj = torch.stack([attn.to_q(padded), attn.to_k(padded), attn.to_v(padded)])
+        inner = proj.shape[-1]
+        local = local_attention(proj.view(3, batch, -1, inner), mine.windows, attn.heads)
+        pw = windows.pad[1]
+        proj = proj.view(3, batch, -1, w + 2 * pw, inner)
+        local = local.view(batch, -1, w + 2 * pw, inner)[:, a - top : b - top, pw : pw + w]
 
-        local = local_attention(qkv, windows, attn.heads).view(batch, hp, wp, inner)
-        local = local[:, ph : ph + h, pw : pw + w]
-        grid_qkv = qkv.view(3, batch, hp, wp, inner)[:, :, ph : ph + h, pw : pw + w]
+        # Global branch: this band's queries against keys/values of the whole grid.
+        band_proj = proj[:, :, a - top : b - top, pw : pw + w]
+        kv = shard.group.all_gather_rows(band_proj[1:].contiguous(), bands, dim=2)
         if self.step.fast_mode:
-            glob = strided_subgrid_attention(grid_qkv.contiguous(), grid, self.step.scale_counts, attn.heads)
+            glob = strided_subgrid_attention(band_proj[0], kv, a, self.step.scale_counts, attn.heads)
         else:
-            q, k, v = grid_qkv.reshape(3, batch, h * w, inner)
-            glob = attend(q, k, v, attn.heads).view(batch, h, w, inner)
+            q = band_proj[0].reshape(batch, -1, inner)
+            k, v = kv.reshape(2, batch, h * w, inner)
+            glob = attend(q, k, v, attn.heads).view(batch, b - a, w, inner)
 
         local = attn.to_out[1](attn.to_out[0](local))
         glob = attn.to_out[1](attn.to_out[0](glob))
         # G is linear: G(local) + global - G(global) = global + G(local - global), one blur not two.
         kernel = 2 * self.step.n - 1
-        fused = glob + gaussian_blur(local - glob, kernel, channels=self.step.blur_channels)
+        halo = kernel // 2
+        # Borrowed rows beyond the band are real data; beyond the grid, the blur's own zero padding.
+        needs = [clip((lo - halo, hi + halo), h) for lo, hi in bands]
+        diff = shard.group.fetch_rows(local - glob, bands, needs, dim=1)
+        blurred = gaussian_blur(diff, kernel, channels=self.step.blur_channels)
+        first = a - needs[shard.group.rank][0]
+        fused = glob + blurred[:, first : first + (b - a)]
         return fused.reshape(batch, tokens, -1)

@@ -11,6 +11,7 @@ from contextlib import ExitStack, contextmanager
 
 import torch
 
+from freescale.cluster.shard_context import ShardContext
 from freescale.dilation import DilationSwitch, dilation_switch
 from freescale.freeu import freeu_applied
 from freescale.scale_attention import FusionStep, ScaleFusionProcessor
@@ -53,12 +54,12 @@ def _processors_swapped(unet: torch.nn.Module, step: FusionStep) -> Iterator[Non
 
 
 @contextmanager
-def _latent_size_recorded(unet: torch.nn.Module, step: FusionStep) -> Iterator[None]:
-    """Each UNet call tells the processors its latent grid, so they can find their token grid."""
+def _latent_size_recorded(unet: torch.nn.Module, shard: ShardContext) -> Iterator[None]:
+    """Unsharded use: each UNet call's latent is the whole grid, so the processors can place tokens."""
 
     def record(module, args, kwargs):
         sample = args[0] if args else kwargs["sample"]
-        step.latent = tuple(sample.shape[-2:])
+        shard.set_stage(tuple(sample.shape[-2:]))
 
     handle = unet.register_forward_pre_hook(record, with_kwargs=True)
     try:
@@ -77,6 +78,7 @@ def scale_fusion(
     freeu: tuple[float, float, float, float] | None = FREEU_DEFAULT,
     jitter_seed: int | None = None,
     blur_channels: bool = True,
+    shard: ShardContext | None = None,
 ) -> Iterator[ScaleFusion]:
     """Within the block, `unet(latents, ...)` at `target_size` pixels is one FreeScale step.
 
@@ -85,6 +87,7 @@ def scale_fusion(
     (switch per step with `handle.begin_step(stage, step, dilate=...)`). freeu: (b1, b2, s1, s2)
     or None. jitter_seed: None keeps windows unjittered; otherwise windows jitter by
     (seed, stage, step, layer). blur_channels: the reference's 3-D Gaussian (False: 2-D spatial).
+    shard: the row band context of a sharded UNet (the renderer's); None for a plain UNet.
     """
     native = native_size if isinstance(native_size, int) else native_size[0]
     if not isinstance(native_size, int) and native_size[0] != native_size[1]:
@@ -95,16 +98,17 @@ def scale_fusion(
             f"target_size {tuple(target_size)} must be at least the native {native} on each side"
         )
     step = FusionStep(
-        latent=(0, 0),
         scale_counts=counts,
+        shard=shard or ShardContext(),
         fast_mode=fast_mode,
         jitter_seed=jitter_seed,
         blur_channels=blur_channels,
     )
     with ExitStack() as stack:
         stack.enter_context(_processors_swapped(unet, step))
-        stack.enter_context(_latent_size_recorded(unet, step))
-        stack.enter_context(freeu_applied(unet, freeu))
+        if shard is None:
+            stack.enter_context(_latent_size_recorded(unet, step.shard))
+        stack.enter_context(freeu_applied(unet, freeu, step.shard))
         switch = stack.enter_context(dilation_switch(unet, counts)) if dilation else None
         handle = ScaleFusion(step, switch)
         if switch is not None:

@@ -1,44 +1,61 @@
-"""Moving between stages in pixel space: VAE decode, bicubic resize, VAE encode (SPEC 2.1-2.3).
+"""Moving between stages in pixel space, one row band at a time (SPEC 2.1-2.3, 7).
 
-The VAE is diffusers' tiled VAE (tile = its sample_size, overlap 0.25), as in the reference.
+decode -> bicubic resize -> encode -> sample, computing only the VAE tiles and image rows that a
+band of the next latent needs; the arithmetic is diffusers' tiled VAE (tile = sample_size,
+overlap 0.25), the reference's, so a band equals the same rows of the whole-image computation.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
+from freescale.tiled_vae import bicubic_rows, decode_rows, encode_rows, sample_latents
+from freescale.tiling.bands import Band
 from freescale.tiling.stages import Size
+from freescale.tiling.vae_tiles import bicubic_source_rows
 
 
-def prepare_vae(vae) -> None:
-    vae.enable_tiling()
-
-
-@torch.no_grad()
-def decode(vae, latents: torch.Tensor) -> torch.Tensor:
-    """Latents -> image in [-1, 1] (not clamped), in the VAE's dtype."""
-    latents = latents.to(vae.dtype) / vae.config.scaling_factor
-    return vae.decode(latents, return_dict=False)[0]
-
-
-def resize(image: torch.Tensor, size: Size) -> torch.Tensor:
-    return F.interpolate(image, size=tuple(size), mode="bicubic", align_corners=False)
+def vae_scale(vae) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
 @torch.no_grad()
-def encode(vae, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Image in [-1, 1] -> a SAMPLE of the latent distribution, times the scaling factor."""
-    posterior = vae.encode(image.to(vae.dtype)).latent_dist
-    return posterior.sample(generator=generator) * vae.config.scaling_factor
+def decode_band(vae, latents: torch.Tensor, pixel_rows: Band) -> torch.Tensor:
+    """Rows of the decoded image in [-1, 1] (not clamped) from the whole stage's latents."""
+    return decode_rows(vae, latents.to(vae.dtype) / vae.config.scaling_factor, pixel_rows)
 
 
-def to_pil(image: torch.Tensor) -> Image.Image:
-    """One decoded image (1, 3, H, W) in [-1, 1] -> 8-bit RGB, rounded as diffusers does."""
+@torch.no_grad()
+def next_stage_band(vae, previous: torch.Tensor, size: Size, rows: Band, noise: torch.Tensor) -> torch.Tensor:
+    """Latent rows `rows` of x0 for a stage of `size` px: decode the previous stage's latents, resize
+    bicubically, encode, and sample with `noise` (this band of the stage's full keyed draw)."""
+    scale = vae_scale(vae)
+    previous_size = (previous.shape[-2] * scale, previous.shape[-1] * scale)
+    latents = previous.to(vae.dtype) / vae.config.scaling_factor
+
+    def resized_rows(y0: int, y1: int) -> torch.Tensor:
+        s0, s1 = bicubic_source_rows((y0, y1), previous_size[0], size[0])
+        source = decode_rows(vae, latents, (s0, s1))
+        return bicubic_rows(source, s0, previous_size, tuple(size), (y0, y1))
+
+    mean, logvar = encode_rows(vae, resized_rows, tuple(size), rows)
+    return sample_latents(mean, logvar, noise, vae.config.scaling_factor)
+
+
+@torch.no_grad()
+def encode_image(vae, image: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """A whole image in [-1, 1] -> sampled latents times the scaling factor (image-to-image base)."""
+    rows = (0, image.shape[-2] // vae_scale(vae))
+    mean, logvar = encode_rows(vae, lambda y0, y1: image[..., y0:y1, :], tuple(image.shape[-2:]), rows)
+    return sample_latents(mean, logvar, noise, vae.config.scaling_factor)
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """Decoded rows (1, 3, h, W) in [-1, 1] -> (h, W, 3) uint8, rounded as diffusers does."""
     array = (image[0].float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray((array * 255).round().astype(np.uint8))
+    return (array * 255).round().astype(np.uint8)
 
 
 def from_pil(image: Image.Image, device, dtype) -> torch.Tensor:

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
+from freescale.cluster.shard_context import ShardContext
 from freescale.gaussian_blur import gaussian_weights
 from freescale.scale_attention import FusionStep, ScaleFusionProcessor
 from freescale.tiling.windows import local_windows
@@ -18,6 +19,12 @@ def _attention(channels=16, heads=2, seed=0):
             lin.bias = torch.nn.Parameter(torch.randn(lin.out_features) * 0.1)
     attn.set_processor(AttnProcessor2_0())
     return attn.double().eval()
+
+
+def _step(grid, counts, **kwargs):
+    shard = ShardContext()
+    shard.set_stage(grid)
+    return FusionStep(scale_counts=counts, shard=shard, **kwargs)
 
 
 def _blur3d(x, kernel_size):
@@ -73,7 +80,7 @@ CASES = [
 def test_batched_windows_equal_window_by_window(grid, counts, key, fast_mode):
     attn = _attention()
     x = torch.randn(2, grid[0] * grid[1], 16, dtype=torch.float64)
-    step = FusionStep(latent=grid, scale_counts=counts, fast_mode=fast_mode, jitter_seed=key)
+    step = _step(grid, counts, fast_mode=fast_mode, jitter_seed=key)
     processor = ScaleFusionProcessor(step, layer=3)
     windows = step.windows(grid, 3)
     expected = reference_scale_attention(attn, x, grid, counts, windows, fast_mode)
@@ -85,7 +92,7 @@ def test_window_chunking_does_not_change_the_result(monkeypatch):
     attn = _attention()
     grid = (24, 24)
     x = torch.randn(2, 576, 16, dtype=torch.float64)
-    step = FusionStep(latent=grid, scale_counts=(3, 3), jitter_seed=9)
+    step = _step(grid, (3, 3), jitter_seed=9)
     whole = ScaleFusionProcessor(step, 0)(attn, x)
     monkeypatch.setattr("freescale.scale_attention.WINDOW_TOKENS_PER_CALL", 100)
     chunked = ScaleFusionProcessor(step, 0)(attn, x)
@@ -96,14 +103,14 @@ def test_single_window_without_jitter_is_plain_attention():
     # n = 1: one window covering the grid, kernel 1: the fusion reduces to ordinary attention.
     attn = _attention()
     x = torch.randn(1, 64, 16, dtype=torch.float64)
-    step = FusionStep(latent=(8, 8), scale_counts=(1, 1), jitter_seed=4)
+    step = _step((8, 8), (1, 1), jitter_seed=4)
     assert local_windows((8, 8), 1, 99).corners == ((1, 1),)
     assert torch.allclose(ScaleFusionProcessor(step, 0)(attn, x), attn(x), atol=1e-12)
 
 
 def test_unsupported_attention_is_refused():
     attn = _attention()
-    step = FusionStep(latent=(4, 4), scale_counts=(1, 1))
+    step = _step((4, 4), (1, 1))
     with pytest.raises(NotImplementedError, match="cross-attention"):
         ScaleFusionProcessor(step, 0)(
             attn,

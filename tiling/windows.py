@@ -79,3 +79,24 @@ def local_windows(grid: tuple[int, int], n: int, key: int | None) -> LocalWindow
                 jw = rng.randint(*jitter_bounds(left, ww, w, rw))
             corners.append((top + jh + rh, left + jw + rw))
     return LocalWindows(grid=(h, w), size=(wh, ww), pad=(rh, rw), corners=tuple(corners))
+
+
+@dataclass(frozen=True)
+class BandWindows:
+    """The windows that touch a band of rows, ready to run on just the rows they cover."""
+
+    rows: tuple[int, int]  # unpadded rows [r0, r1) they cover; may reach into the zero padding
+    windows: LocalWindows  # those windows, rows counted from r0, columns in padded coordinates
+
+
+def windows_touching_rows(windows: LocalWindows, band: tuple[int, int]) -> BandWindows:
+    """Every window with a row in `band` (all of a band row's windows, so its average is complete)."""
+    (ph, pw), (wh, _) = windows.pad, windows.size
+    a, b = band
+    touching = [(top - ph, left) for top, left in windows.corners if top - ph < b and top - ph + wh > a]
+    if not touching:
+        return BandWindows((a, a), LocalWindows((0, windows.grid[1]), windows.size, (0, pw), ()))
+    r0 = min(top for top, _ in touching)
+    r1 = max(top for top, _ in touching) + wh
+    corners = tuple((top - r0, left) for top, left in touching)
+    return BandWindows((r0, r1), LocalWindows((r1 - r0, windows.grid[1]), windows.size, (0, pw), corners))

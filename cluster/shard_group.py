@@ -1,0 +1,88 @@
+"""The ranks that share one stage, and the three collectives the sharded operators need.
+
+With one rank every collective is the identity and no process group is touched, so the
+single-process renderer is this same code with `ShardGroup.single()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from freescale.tiling.bands import Band, overlap
+
+
+@dataclass
+class ShardGroup:
+    rank: int
+    world: int
+    group: object | None = None  # a torch.distributed ProcessGroup, None for the default group
+    ranks: tuple[int, ...] | None = None  # global ranks of this group, in group-rank order
+
+    @classmethod
+    def single(cls) -> ShardGroup:
+        return cls(rank=0, world=1)
+
+    def _global(self, group_rank: int) -> int:
+        return self.ranks[group_rank] if self.ranks is not None else group_rank
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum over ranks, in place, in the tensor's dtype (callers pass fp32 partial sums)."""
+        if self.world > 1:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=self.group)
+        return tensor
+
+    def all_gather_rows(self, local: torch.Tensor, bands: list[Band], dim: int) -> torch.Tensor:
+        """Concatenate every rank's band along `dim` (bands may differ in size)."""
+        if self.world == 1:
+            return local
+        longest = max(b - a for a, b in bands)
+        pad_shape = list(local.shape)
+        pad_shape[dim] = longest - local.shape[dim]
+        padded = torch.cat([local, local.new_zeros(pad_shape)], dim=dim).contiguous()
+        parts = [torch.empty_like(padded) for _ in range(self.world)]
+        dist.all_gather(parts, padded, group=self.group)
+        return torch.cat([p.narrow(dim, 0, b - a) for p, (a, b) in zip(parts, bands, strict=True)], dim=dim)
+
+    def fetch_rows(self, local: torch.Tensor, bands: list[Band], needs: list[Band], dim: int) -> torch.Tensor:
+        """Rows needs[rank] (clipped to the tensor) of the whole tensor, whose bands the ranks hold.
+
+        `needs` lists every rank's request, so each rank knows what to send without asking.
+        """
+        lo, hi = needs[self.rank]
+        mine = bands[self.rank]
+        pieces: dict[int, torch.Tensor] = {}
+        ops = []
+        for other in range(self.world):
+            if other == self.rank:
+                continue
+            send = overlap(mine, needs[other])
+            if send is not None:
+                chunk = local.narrow(dim, send[0] - mine[0], send[1] - send[0]).contiguous()
+                ops.append(dist.P2POp(dist.isend, chunk, self._global(other), group=self.group))
+            recv = overlap(bands[other], (lo, hi))
+            if recv is not None:
+                shape = list(local.shape)
+                shape[dim] = recv[1] - recv[0]
+                buffer = local.new_empty(shape)
+                pieces[recv[0]] = buffer
+                ops.append(dist.P2POp(dist.irecv, buffer, self._global(other), group=self.group))
+        own = overlap(mine, (lo, hi))
+        if own is not None:
+            pieces[own[0]] = local.narrow(dim, own[0] - mine[0], own[1] - own[0])
+        if ops:
+            for request in dist.batch_isend_irecv(ops):
+                request.wait()
+        if not pieces:
+            shape = list(local.shape)
+            shape[dim] = 0
+            return local.new_empty(shape)
+        return torch.cat([pieces[start] for start in sorted(pieces)], dim=dim)
+
+    def broadcast(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+        """Rank `src`'s tensor on every rank, in place (all ranks pass a tensor of the same shape)."""
+        if self.world > 1:
+            dist.broadcast(tensor, self._global(src), group=self.group)
+        return tensor

@@ -1,0 +1,112 @@
+"""Each sharded operator on 2-4 gloo ranks equals the unsharded operator to 1e-5 relative (fp32)."""
+
+import pytest
+import torch
+from diffusers.models.attention_processor import Attention
+from gloo_ranks import max_relative_error, run_ranks
+from torch import nn
+
+from freescale.cluster.band_ops import BandConv2d, BandGroupNorm
+from freescale.cluster.shard_context import ShardContext
+from freescale.freeu import band_fourier_filter, fourier_filter
+from freescale.scale_attention import FusionStep, ScaleFusionProcessor
+
+# A 44 x 20 latent: 11 four-row units, so 3 ranks hold 16/16/12 rows (4/4/3 at the /4 level) and
+# 4 ranks hold 12/12/12/8: odd and unequal bands at every level.
+LATENT = (44, 20)
+
+
+def _context(group) -> ShardContext:
+    context = ShardContext(group=group)
+    context.set_stage(LATENT)
+    return context
+
+
+def _band(full: torch.Tensor, context: ShardContext, factor: int, dim: int) -> torch.Tensor:
+    a, b = context.bands_at(factor)[context.group.rank]
+    return full.narrow(dim, a, b - a)
+
+
+def conv_cases(group):
+    context = _context(group)
+    errors = []
+    # (kernel, stride, dilation, level): dilation 2 and 3, stride 2, a 1x1, the coarsest level.
+    cases = [(3, 1, 1, 1), (3, 1, 2, 2), (3, 1, 3, 1), (3, 2, 1, 1), (3, 2, 2, 2), (3, 2, 3, 1), (1, 1, 1, 4),
+             (3, 1, 1, 4)]  # fmt: skip
+    for kernel, stride, dilation, factor in cases:
+        torch.manual_seed(kernel * 100 + stride * 10 + dilation + factor)
+        conv = nn.Conv2d(6, 5, kernel, stride=stride, padding=dilation * (kernel // 2), dilation=dilation)
+        full = torch.randn(2, 6, *context.grid_at(factor))
+        expected = _band(conv(full), context, factor * stride, dim=2)
+        got = BandConv2d(conv, context)(_band(full, context, factor, dim=2))
+        errors.append((got.shape == expected.shape, max_relative_error(got, expected)))
+    return errors
+
+
+def norm_cases(group):
+    context = _context(group)
+    torch.manual_seed(1)
+    norm = nn.GroupNorm(4, 8, eps=1e-5)
+    nn.init.normal_(norm.weight)
+    nn.init.normal_(norm.bias)
+    errors = []
+    for factor in (1, 2, 4):
+        full = torch.randn(2, 8, *context.grid_at(factor)) * 3 + 5  # an offset mean tests the variance
+        expected = _band(norm(full), context, factor, dim=2)
+        errors.append(
+            max_relative_error(BandGroupNorm(norm, context)(_band(full, context, factor, 2)), expected)
+        )
+    return errors
+
+
+def freeu_cases(group):
+    context = _context(group)
+    torch.manual_seed(2)
+    errors = []
+    for factor in (1, 2, 4):
+        full = torch.randn(2, 3, *context.grid_at(factor))
+        expected = _band(fourier_filter(full, 0.6), context, factor, dim=2)
+        errors.append(
+            max_relative_error(band_fourier_filter(_band(full, context, factor, 2), 0.6, context), expected)
+        )
+    return errors
+
+
+def attention_cases(group):
+    from freescale.cluster.shard_group import ShardGroup
+
+    errors = []
+    # (n_h, n_w), fast mode, level, jitter key: windows cross band edges at every level.
+    cases = [((2, 2), False, 1, 5), ((2, 2), True, 1, 5), ((3, 3), False, 2, 7), ((3, 2), True, 2, None),
+             ((2, 1), False, 4, 3)]  # fmt: skip
+    for counts, fast_mode, factor, jitter in cases:
+        torch.manual_seed(3)
+        attn = Attention(query_dim=16, heads=2, dim_head=8, out_bias=True).eval()
+        sharded, single = _context(group), _context(ShardGroup.single())
+        h, w = sharded.grid_at(factor)
+        full = torch.randn(2, h * w, 16)
+        outputs = []
+        for context, x in [(single, full), (sharded, None)]:
+            step = FusionStep(scale_counts=counts, shard=context, fast_mode=fast_mode, jitter_seed=jitter)
+            if x is None:
+                a, b = context.bands_at(factor)[context.group.rank]
+                x = full[:, a * w : b * w]
+            outputs.append(ScaleFusionProcessor(step, layer=2)(attn, x))
+        a, b = sharded.bands_at(factor)[sharded.group.rank]
+        errors.append(max_relative_error(outputs[1], outputs[0][:, a * w : b * w]))
+    return errors
+
+
+def all_cases(group):
+    return {"conv": conv_cases(group), "norm": norm_cases(group), "freeu": freeu_cases(group),
+            "attention": attention_cases(group)}  # fmt: skip
+
+
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_sharded_operators_equal_unsharded(world):
+    for rank, results in enumerate(run_ranks(world, all_cases)):
+        assert all(same for same, _ in results["conv"]), rank
+        assert max(error for _, error in results["conv"]) < 1e-5, (rank, results["conv"])
+        assert max(results["norm"]) < 1e-5, (rank, results["norm"])
+        assert max(results["freeu"]) < 1e-5, (rank, results["freeu"])
+        assert max(results["attention"]) < 1e-5, (rank, results["attention"])

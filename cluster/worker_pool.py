@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -118,7 +119,8 @@ class WorkerPool:
         if not ray.is_initialized():
             # An embedded Ray we start must not phone home; a joined cluster keeps its own setting.
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-            ray.init(address=self.address, ignore_reinit_error=True)
+            # Ray's own INFO/WARNING lines would drown the progress display; errors still show.
+            ray.init(address=self.address, ignore_reinit_error=True, logging_level=logging.ERROR)
             self._started_ray = True
         use_gpu = self.use_gpu if self.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
         bundle = {"CPU": self.cpus_per_worker}

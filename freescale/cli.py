@@ -103,6 +103,24 @@ def _add_render_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--save-stages", action="store_true", default=None, help="also write every stage")
     g.add_argument("--overwrite", action="store_true", default=None, help="replace an existing output")
     g.add_argument("--quiet", action="store_true", help="no progress output")
+    g = p.add_argument_group("cluster (Ray)")
+    g.add_argument(
+        "--workers",
+        type=int,
+        help="ranks to shard each upper stage over; 1 renders in this process "
+        "(default: every GPU Ray sees, else 1)",
+    )
+    g.add_argument(
+        "--address",
+        help="Ray cluster address (default: ray.init() semantics: the cluster of "
+        "`ray job submit` / RAY_ADDRESS if any, else an embedded local Ray)",
+    )
+    g.add_argument(
+        "--strategy",
+        default="PACK",
+        choices=["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"],
+        help="placement group strategy for the workers (default: PACK)",
+    )
 
 
 RENDER_KEYS = (
@@ -145,18 +163,40 @@ def config_from_args(args: argparse.Namespace):
     return build_config(values, native_size_of(source)), source
 
 
+def default_workers(address: str | None) -> int:
+    """Every GPU of the Ray cluster we would join, else every local GPU, else 1."""
+    import os
+
+    if address is None and "RAY_ADDRESS" not in os.environ:
+        import torch
+
+        return max(torch.cuda.device_count(), 1)
+    import ray
+
+    ray.init(address=address, ignore_reinit_error=True, logging_level="ERROR")
+    return max(int(ray.cluster_resources().get("GPU", 0)), 1)
+
+
 def cmd_render(args: argparse.Namespace) -> int:
-    from freescale.model_loading import load_model
+    from freescale.cluster.rank_render import output_stages
+    from freescale.image_output import stage_path
     from freescale.progress import Progress
     from freescale.render import render_to_files
+    from freescale.render_config import check_outputs_free
 
-    config, source = config_from_args(args)
+    config, _ = config_from_args(args)
+    last = len(config.stages) - 1
+    check_outputs_free(
+        config, [stage_path(config.output, s, config.stages[s]) for s in output_stages(config) if s != last]
+    )
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers {args.workers} must be at least 1")
+    workers = args.workers or default_workers(args.address)
     progress = Progress(quiet=args.quiet)
     started = time.monotonic()
     stages = " -> ".join(f"{w}x{h}" for h, w in config.stages)
-    progress.note(f"loading model {config.model}; stages {stages}")
-    model = load_model(source, config.device, config.dtype)
-    written = render_to_files(config, model, progress)
+    progress.note(f"model {config.model}; stages {stages}; {workers} worker(s)")
+    written = render_to_files(config, workers, args.address, args.strategy, progress)
     progress.note(f"done in {time.monotonic() - started:.1f}s: {', '.join(written)}")
     return 0
 
@@ -208,6 +248,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"freescale: error: {exc}", file=sys.stderr)
         return 2
+    except NotImplementedError as exc:
+        print(f"freescale: error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        from freescale.cluster.worker_pool import WorkerLost
+
+        if not isinstance(exc, WorkerLost):
+            raise
+        print(f"freescale: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

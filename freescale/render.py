@@ -1,26 +1,23 @@
-"""`render(config)`: the Python entry point, and the output step shared with the CLI."""
+"""`render(config)`: the Python entry point; `render_to_files`: the CLI's, local or on Ray workers."""
 
 from __future__ import annotations
 
 import dataclasses
 
-import torch
 from PIL import Image
 
-from freescale.cascade import Cascade
-from freescale.image_output import save_image, stage_path
 from freescale.model_loading import LoadedModel, load_model, resolve_model_source
 from freescale.progress import Progress
 from freescale.render_config import RenderConfig
 
 
-def recipe(config: RenderConfig, model: LoadedModel) -> dict:
+def recipe(config: RenderConfig, model_identity: str) -> dict:
     """Everything needed to reproduce an output."""
     from freescale import __version__
 
     data = dataclasses.asdict(config)
     data["stages"] = [list(s) for s in config.stages]
-    data["model_identity"] = model.identity
+    data["model_identity"] = model_identity
     data["freescale_version"] = __version__
     return data
 
@@ -32,31 +29,25 @@ def load_model_for(config: RenderConfig) -> LoadedModel:
 def render(
     config: RenderConfig, model: LoadedModel | None = None, progress: Progress | None = None
 ) -> list[Image.Image]:
-    """Run the cascade; one PIL image per stage, base first."""
+    """Run the cascade in this process; one PIL image per stage, base first."""
+    from freescale.cluster.rank_render import assemble, render_on_rank
+    from freescale.cluster.shard_group import ShardGroup
+
     model = model or load_model_for(config)
-    with torch.inference_mode():
-        cascade = Cascade(model, config, progress)
-        latents = cascade.run()
-        return [
-            Image.fromarray(cascade.image_rows(lat, (0, size[0])))
-            for lat, size in zip(latents, config.stages, strict=True)
-        ]
+    stages = list(range(len(config.stages)))
+    result = render_on_rank(model, ShardGroup.single(), config, progress, stages)
+    return [Image.fromarray(assemble([result], stage)) for stage in stages]
 
 
-def render_to_files(config: RenderConfig, model: LoadedModel, progress: Progress) -> list[str]:
-    """Render and write the final image (and every stage with save_stages); returns the paths written."""
-    with torch.inference_mode():
-        cascade = Cascade(model, config, progress)
-        latents = cascade.run()
-        data = recipe(config, model)
-        written = []
-        last = len(latents) - 1
-        for stage, stage_latents in enumerate(latents):
-            if stage < last and not config.save_stages:
-                continue
-            path = config.output if stage == last else stage_path(config.output, stage, config.stages[stage])
-            progress.note(f"writing {path}")
-            image = Image.fromarray(cascade.image_rows(stage_latents, (0, config.stages[stage][0])))
-            save_image(image, path, config.overwrite, {**data, "stage": stage})
-            written.append(path)
-    return written
+def render_to_files(
+    config: RenderConfig, workers: int, address: str | None, strategy: str, progress: Progress
+) -> list[str]:
+    """Render with one in-process rank or `workers` Ray workers, then write the outputs atomically."""
+    from freescale.cluster import driver
+
+    if workers == 1 and address is None:
+        model = load_model_for(config)
+        results, identity = driver.render_local(config, model, progress), model.identity
+    else:
+        results, identity = driver.render_distributed(config, workers, address, strategy, progress)
+    return driver.write_outputs(config, results, recipe(config, identity), progress)

@@ -97,7 +97,7 @@ def _validate(c: RenderConfig) -> None:
         _check_base_image(c.image, c.stages[0])
     if c.mask is not None:
         _open_image_header(c.mask, "--mask")
-    check_output_path(c.output, c.overwrite)
+    check_output_path(c.output)
 
 
 def _validate_stages(stages: tuple[Size, ...], native: int) -> None:
@@ -139,15 +139,22 @@ def _check_base_image(path: str, base: Size) -> None:
         )
 
 
-def check_output_path(path: str, overwrite: bool) -> None:
+def check_output_path(path: str) -> None:
     ext = os.path.splitext(path)[1].lower()
     if ext not in OUTPUT_EXTENSIONS:
         raise ConfigError(f"output {path!r} has extension {ext!r}; allowed: {', '.join(OUTPUT_EXTENSIONS)}")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise ConfigError(f"output {path!r}: directory {directory} does not exist")
-    if os.path.exists(path) and not overwrite:
-        raise ConfigError(f"output {path!r} already exists; pass --overwrite to replace it")
+
+
+def check_outputs_free(config: RenderConfig, stage_paths: list[str]) -> None:
+    """Refuse, before any work, to replace files the user already has (unless --overwrite)."""
+    if config.overwrite:
+        return
+    for path in [config.output, *stage_paths]:
+        if os.path.exists(path):
+            raise ConfigError(f"output {path!r} already exists; pass --overwrite to replace it")
 
 
 # ---- parsing of user text (CLI flags and YAML values) ----

@@ -1,10 +1,12 @@
 """Row bands of the tiled VAE decode/encode and of the bicubic resize against diffusers and F.interpolate."""
 
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
+from diffusers import AutoencoderKL
 
 from freescale.tiled_vae import bicubic_rows, decode_rows, encode_rows, sample_latents
 from freescale.tiling.vae_tiles import (
@@ -17,11 +19,20 @@ from freescale.tiling.vae_tiles import (
 )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # On this shared 2-core machine every 2-thread parallel region waits ~8 ms for a busy core, which
+    # made these many small ops 10-50x slower than on one thread.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def vae():
     from freescale.tiny_model import build_tiny_pipeline
 
-    torch.set_num_threads(2)
     model = build_tiny_pipeline(0).vae
     model.enable_tiling()  # only the diffusers references use this flag
     return model
@@ -80,6 +91,50 @@ def test_bicubic_source_rows_cover_every_tap():
     assert bicubic_source_rows((100, 104), 128, 256) == (48, 54)
 
 
+class _FakeVAE:
+    """Cheap stand-in with diffusers' own tiling methods: its "decoder" and "encoder" depend on the whole
+    tile (through its mean), so a wrong tile choice or a missed blend changes the result."""
+
+    _decode = AutoencoderKL._decode
+    _encode = AutoencoderKL._encode
+    tiled_decode = AutoencoderKL.tiled_decode
+    _tiled_encode = AutoencoderKL._tiled_encode
+    blend_v = AutoencoderKL.blend_v
+    blend_h = AutoencoderKL.blend_h
+
+    def __init__(self) -> None:
+        self.config = SimpleNamespace(use_post_quant_conv=False, use_quant_conv=False)
+        self.post_quant_conv = self.quant_conv = None
+        self.use_tiling = True
+        self.tile_sample_min_size, self.tile_latent_min_size, self.tile_overlap_factor = 64, 8, 0.25
+        self.device, self.dtype = torch.device("cpu"), torch.float32
+
+    def decoder(self, z: torch.Tensor) -> torch.Tensor:
+        up = z[:, :3].repeat_interleave(8, dim=-2).repeat_interleave(8, dim=-1)
+        return torch.sin(up * 3 + z.mean())
+
+    def encoder(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = F.avg_pool2d(x, 8)
+        return torch.cat([pooled + x.std(), pooled * x.mean()], dim=1)
+
+
+def test_tile_choice_on_many_shapes_with_a_fake_vae():
+    fake = _FakeVAE()
+    for h, w in [(9, 9), (7, 20), (13, 13), (17, 5), (25, 11), (31, 9), (40, 16)]:
+        z = _randn(1, 3, h, w, seed=h * w)
+        ref = fake._decode(z).sample
+        for r in range(8 * h):  # every single row, and every range starting at a tile boundary
+            assert torch.equal(decode_rows(fake, z, (r, r + 1)), ref[..., r : r + 1, :]), (h, w, r)
+            if r % 48 == 0:
+                assert torch.equal(decode_rows(fake, z, (r, 8 * h)), ref[..., r:, :]), (h, w, r)
+        x = _randn(1, 3, 8 * h, 8 * w, seed=h + w)
+        moments = fake._encode(x)
+        for r in range(h):
+            mean, logvar = encode_rows(fake, lambda y0, y1, x=x: x[..., y0:y1, :], (8 * h, 8 * w), (r, h))
+            assert torch.equal(mean, moments[:, :3, r:]), (h, w, r)
+            assert torch.equal(logvar, moments[:, 3:, r:].clamp(-30, 20)), (h, w, r)
+
+
 # ---- bicubic rows ----
 
 
@@ -107,14 +162,11 @@ def test_bicubic_rows_rejects_short_source():
 # ---- decode ----
 
 
-# Every VAE tile costs 0.01-1 s on this shared 2-core machine, so the cases keep the tile count low. Only the
-# row geometry depends on the height, so tall cases use few tile columns (48x24, 64x20, 512x200 rather than
-# squares); a width of 200 px also gives an 8-px last encoder tile column, 1 latent wide.
 _DECODE_ROWS = {
     (16, 16): [(0, 128), (5, 6)],  # not tiled: one plain decode
-    (32, 32): [(0, 256)],
-    (48, 24): [(90, 130), (300, 384)],  # starts in tile 1's blend zone; ends in the short last tile
-    (64, 20): [(96, 97), (505, 512)],  # tile 1's first blended row; rows blended from tile 4 into 5
+    (32, 32): [(0, 256), (95, 97), (255, 256)],
+    (48, 40): [(0, 1), (90, 130), (300, 384)],  # from tile 1's blend zone; into the short last tile
+    (64, 64): [(96, 97), (200, 330), (505, 512)],  # tile 1's first blended row; rows blended from 4 into 5
 }
 
 
@@ -136,20 +188,21 @@ def test_decode_rows_casts_half_latents(vae):
 
 
 def test_decode_rows_runs_only_the_needed_tiles(vae):
-    z = _randn(1, 4, 64, 20, seed=5)
+    z = _randn(1, 4, 64, 64, seed=5)
     with _count_calls(vae.decoder) as calls:
         decode_rows(vae, z, (130, 140))  # inside tile row 1, past its blend zone
-    assert len(calls) == 2  # one tile row of 2 tiles, out of 6 x 2
+    assert len(calls) == 6  # one tile row of 6 tiles, out of 6 x 6
 
 
 # ---- encode ----
 
 
 _ENCODE_ROWS = {
-    (128, 128): [(3, 11)],  # not tiled: one plain encode
-    (256, 256): [(0, 32)],
-    (384, 320): [(12, 13), (44, 48)],  # first blended row of tile row 1; the last tile row
-    (512, 200): [(35, 50)],  # three tile rows, two blends
+    (128, 128): [(0, 16), (7, 9)],  # not tiled: one plain encode
+    (256, 256): [(0, 32), (11, 13), (31, 32)],
+    (384, 320): [(0, 1), (12, 13), (20, 41), (44, 48)],  # (12, 13): first blended row of tile row 1
+    (512, 512): [(12, 16), (35, 50)],
+    (512, 200): [(0, 64)],  # the last tile column is 8 px, 1 latent wide
 }
 
 
@@ -173,10 +226,10 @@ def test_encode_rows_match_diffusers_bitwise(vae, size):
 
 
 def test_encode_rows_runs_only_the_needed_tiles(vae):
-    image = _randn(1, 3, 512, 200, seed=7)
+    image = _randn(1, 3, 512, 512, seed=7)
     with _count_calls(vae.encoder) as calls:
-        encode_rows(vae, lambda y0, y1: image[..., y0:y1, :], (512, 200), (28, 30))
-    assert len(calls) == 3  # tile row 2 only (latent rows 24..35, past its blend zone), out of 6 x 3
+        encode_rows(vae, lambda y0, y1: image[..., y0:y1, :], (512, 512), (28, 30))
+    assert len(calls) == 6  # tile row 2 only (latent rows 24..35, past its blend zone), out of 6 x 6
 
 
 def test_sample_latents_matches_diagonal_gaussian(vae):
@@ -193,9 +246,9 @@ def test_sample_latents_matches_diagonal_gaussian(vae):
 
 def test_banded_transition_equals_full_diffusers_path(vae):
     sf = vae.config.scaling_factor
-    prev = _randn(1, 4, 24, 24, seed=10)  # 192 px, upscaled to 256 px (32 latent rows)
-    in_size, out_size = (192, 192), (256, 256)
-    noise = _randn(1, 4, 32, 32, seed=11)
+    prev = _randn(1, 4, 32, 24, seed=10)  # a 256x192 image, upscaled 1.5x to 384x288 (48x36 latents)
+    in_size, out_size = (256, 192), (384, 288)
+    noise = _randn(1, 4, 48, 36, seed=11)
     with torch.no_grad():
         image = vae.decode(prev / sf).sample
         resized = F.interpolate(image, size=out_size, mode="bicubic", align_corners=False)
@@ -208,7 +261,12 @@ def test_banded_transition_equals_full_diffusers_path(vae):
         return bicubic_rows(source, s0, in_size, out_size, (y0, y1))
 
     bands = []
-    for band in [(0, 8), (8, 16), (16, 24), (24, 32)]:
+    with _count_calls(vae.decoder) as decoded:
+        mean, logvar = encode_rows(vae, image_rows, out_size, (0, 12))
+    # Latent rows 0..12 are image rows 0..128, which read source rows 0..87: decoder tile row 0 only.
+    assert len(decoded) == 2  # of 3 x 2
+    bands.append(sample_latents(mean, logvar, noise[..., :12, :], sf))
+    for band in [(12, 24), (24, 36), (36, 48)]:
         mean, logvar = encode_rows(vae, image_rows, out_size, band)
         bands.append(sample_latents(mean, logvar, noise[..., band[0] : band[1], :], sf))
     assert torch.equal(torch.cat(bands, dim=2), ref)

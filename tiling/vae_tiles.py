@@ -1,7 +1,5 @@
-"""Integer geometry of diffusers' tiled VAE decode/encode and of bicubic resizing, along the row axis.
-
-Lets a rank find which VAE tiles and which source rows a band of output rows depends on.
-"""
+"""Integer geometry of diffusers' tiled VAE decode/encode and of bicubic resizing along the row axis: which
+tiles and source rows a band of output rows depends on."""
 
 from __future__ import annotations
 

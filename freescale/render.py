@@ -6,7 +6,8 @@ import dataclasses
 
 from PIL import Image
 
-from freescale.model_loading import LoadedModel, load_model, resolve_model_source
+from freescale import model_loading
+from freescale.model_loading import LoadedModel
 from freescale.progress import Progress
 from freescale.render_config import RenderConfig
 
@@ -23,7 +24,8 @@ def recipe(config: RenderConfig, model_identity: str) -> dict:
 
 
 def load_model_for(config: RenderConfig) -> LoadedModel:
-    return load_model(resolve_model_source(config.model, config.model_config), config.device, config.dtype)
+    source = model_loading.resolve_model_source(config.model, config.model_config)
+    return model_loading.load_model(source, config.device, config.dtype)
 
 
 def render(

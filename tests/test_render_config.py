@@ -4,7 +4,14 @@ import pytest
 from PIL import Image
 
 from freescale.errors import ConfigError
-from freescale.render_config import build_config, load_preset, parse_size, preset_names, resolve_stages
+from freescale.render_config import (
+    build_config,
+    check_outputs_free,
+    load_preset,
+    parse_size,
+    preset_names,
+    resolve_stages,
+)
 
 
 def test_sizes_are_width_by_height():
@@ -56,9 +63,14 @@ def test_bad_values_are_named(values, message, tmp_path):
 def test_existing_output_needs_overwrite(tmp_path):
     out = tmp_path / "out.png"
     out.write_bytes(b"keep me")
+    config = build_config({"prompt": "a", "output": str(out)}, 1024)
     with pytest.raises(ConfigError, match="--overwrite"):
-        build_config({"prompt": "a", "output": str(out)}, 1024)
-    assert build_config({"prompt": "a", "output": str(out), "overwrite": True}, 1024).overwrite
+        check_outputs_free(config, [])
+    check_outputs_free(config.replace(overwrite=True), [])
+    (tmp_path / "other.png").write_bytes(b"")
+    with pytest.raises(ConfigError, match="other.png' already exists"):
+        check_outputs_free(build_config({"prompt": "a", "output": str(tmp_path / "new.png")}, 1024),
+                           [str(tmp_path / "other.png")])  # fmt: skip
 
 
 def test_base_image_must_match_first_stage(tmp_path):

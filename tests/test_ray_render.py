@@ -1,0 +1,59 @@
+"""Renders on Ray workers through the CLI and the driver: same image as one rank; a dead worker fails
+the render with its name and leaves Ray clean."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+ray = pytest.importorskip("ray")
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+from freescale import cli  # noqa: E402
+from freescale.cluster import driver  # noqa: E402
+from freescale.cluster.worker_pool import WorkerLost  # noqa: E402
+from freescale.progress import Progress  # noqa: E402
+from freescale.render_config import build_config  # noqa: E402
+
+ARGS = ["a lighthouse", "--scale", "4", "--steps", "4", "--seed", "3", "--quiet"]
+
+
+def test_two_ray_workers_give_the_one_rank_image(tmp_path):
+    one, two = tmp_path / "one.png", tmp_path / "two.png"
+    assert cli.main(["render", *ARGS, "-o", str(one)]) == 0
+    assert cli.main(["render", *ARGS, "-o", str(two), "--workers", "2", "--save-stages"]) == 0
+    assert not ray.is_initialized(), "the embedded Ray the render started must be shut down"
+    a = np.asarray(Image.open(one)).astype(int)
+    b = np.asarray(Image.open(two)).astype(int)
+    assert a.shape == b.shape == (512, 512, 3)
+    assert np.abs(a - b).max() <= 1
+    assert (tmp_path / "two.stage1-256x256.png").exists()
+
+
+def dies_on_rank_one(state, config):
+    """render_on_worker, except that rank 1 dies in the middle of the second stage."""
+    calls = []
+
+    def count(module, args, kwargs):
+        calls.append(1)
+        if state.rank == 1 and len(calls) == 2:
+            os._exit(1)
+
+    state.model.pipe.unet.register_forward_pre_hook(count, with_kwargs=True)
+    from freescale.cluster.rank_render import render_on_worker
+
+    return render_on_worker(state, config)
+
+
+def test_dead_worker_fails_the_render_by_name(tmp_path, monkeypatch):
+    config = build_config({"prompt": "a fox", "scale": 4, "steps": 4, "output": str(tmp_path / "o.png")}, 128)
+    monkeypatch.setattr(driver, "render_on_worker", dies_on_rank_one)
+    with pytest.raises(WorkerLost) as info:
+        driver.render_distributed(config, 2, None, "PACK", Progress(quiet=True))
+    assert info.value.rank == 1
+    assert "worker rank 1" in str(info.value) and "died" in str(info.value)
+    assert not ray.is_initialized()
+    assert not (tmp_path / "o.png").exists()

@@ -6,7 +6,9 @@ single-process renderer is this same code with `ShardGroup.single()`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -15,11 +17,31 @@ from freescale.tiling.bands import Band, overlap
 
 
 @dataclass
+class CommStats:
+    """Bytes this rank sent and seconds it spent in collectives, per kind (for bench/)."""
+
+    bytes_sent: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def add(self, kind: str, sent: int, started: float) -> None:
+        self.bytes_sent[kind] += sent
+        self.seconds[kind] += time.perf_counter() - started
+        self.calls[kind] += 1
+
+    def reset(self) -> None:
+        self.bytes_sent.clear()
+        self.seconds.clear()
+        self.calls.clear()
+
+
+@dataclass
 class ShardGroup:
     rank: int
     world: int
     group: object | None = None  # a torch.distributed ProcessGroup, None for the default group
     ranks: tuple[int, ...] | None = None  # global ranks of this group, in group-rank order
+    stats: CommStats = field(default_factory=CommStats)
 
     @classmethod
     def single(cls) -> ShardGroup:
@@ -31,19 +53,24 @@ class ShardGroup:
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum over ranks, in place, in the tensor's dtype (callers pass fp32 partial sums)."""
         if self.world > 1:
+            started = time.perf_counter()
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=self.group)
+            # A ring all-reduce sends 2 (N - 1) / N of the tensor from every rank.
+            self.stats.add("all_reduce", 2 * (self.world - 1) * tensor.nbytes // self.world, started)
         return tensor
 
     def all_gather_rows(self, local: torch.Tensor, bands: list[Band], dim: int) -> torch.Tensor:
         """Concatenate every rank's band along `dim` (bands may differ in size)."""
         if self.world == 1:
             return local
+        started = time.perf_counter()
         longest = max(b - a for a, b in bands)
         pad_shape = list(local.shape)
         pad_shape[dim] = longest - local.shape[dim]
         padded = torch.cat([local, local.new_zeros(pad_shape)], dim=dim).contiguous()
         parts = [torch.empty_like(padded) for _ in range(self.world)]
         dist.all_gather(parts, padded, group=self.group)
+        self.stats.add("all_gather", (self.world - 1) * padded.nbytes, started)
         return torch.cat([p.narrow(dim, 0, b - a) for p, (a, b) in zip(parts, bands, strict=True)], dim=dim)
 
     def fetch_rows(self, local: torch.Tensor, bands: list[Band], needs: list[Band], dim: int) -> torch.Tensor:
@@ -73,8 +100,11 @@ class ShardGroup:
         if own is not None:
             pieces[own[0]] = local.narrow(dim, own[0] - mine[0], own[1] - own[0])
         if ops:
+            started = time.perf_counter()
             for request in dist.batch_isend_irecv(ops):
                 request.wait()
+            sent = sum(op.tensor.nbytes for op in ops if op.op is dist.isend)
+            self.stats.add("halo", sent, started)
         if not pieces:
             shape = list(local.shape)
             shape[dim] = 0
@@ -84,5 +114,8 @@ class ShardGroup:
     def broadcast(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
         """Rank `src`'s tensor on every rank, in place (all ranks pass a tensor of the same shape)."""
         if self.world > 1:
+            started = time.perf_counter()
             dist.broadcast(tensor, self._global(src), group=self.group)
+            sent = tensor.nbytes * (self.world - 1) if self.rank == src else 0
+            self.stats.add("broadcast", sent, started)
         return tensor

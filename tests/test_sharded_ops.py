@@ -3,10 +3,10 @@
 import pytest
 import torch
 from diffusers.models.attention_processor import Attention
-from gloo_ranks import max_relative_error, run_ranks
 from torch import nn
 
 from freescale.cluster.band_ops import BandConv2d, BandGroupNorm
+from freescale.cluster.local_ranks import max_relative_error, run_ranks
 from freescale.cluster.shard_context import ShardContext
 from freescale.freeu import band_fourier_filter, fourier_filter
 from freescale.scale_attention import FusionStep, ScaleFusionProcessor

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from gloo_ranks import run_ranks
 from PIL import Image
 
+from freescale.cluster.local_ranks import run_ranks
 from freescale.cluster.rank_render import assemble, render_on_rank
 from freescale.cluster.shard_group import ShardGroup
 

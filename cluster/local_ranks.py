@@ -1,4 +1,5 @@
-"""Run a function on N local processes joined in a gloo process group (no Ray): sharded-operator tests."""
+"""Run a function on N local processes joined in a gloo process group, without Ray: for the sharded
+operator tests and the sharding benchmarks on one machine."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _entry(rank: int, world: int, port: int, fn, args, out_dir: str) -> None:
-    torch.set_num_threads(1)
+def _entry(rank: int, world: int, port: int, fn, args, out_dir: str, threads: int) -> None:
+    torch.set_num_threads(threads)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         from freescale.cluster.shard_group import ShardGroup
@@ -29,12 +30,13 @@ def _entry(rank: int, world: int, port: int, fn, args, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def run_ranks(world: int, fn, *args) -> list:
-    """fn(group, *args) on every rank; returns the results in rank order (fn must be importable)."""
+def run_ranks(world: int, fn, *args, threads: int = 1) -> list:
+    """fn(group, *args) on every rank, `threads` torch threads each; results in rank order.
+
+    fn must be importable by name (a module-level function of an installed or test module)."""
     with tempfile.TemporaryDirectory() as out_dir:
-        mp.start_processes(
-            _entry, args=(world, _free_port(), fn, args, out_dir), nprocs=world, start_method="spawn"
-        )
+        process_args = (world, _free_port(), fn, args, out_dir, threads)
+        mp.start_processes(_entry, args=process_args, nprocs=world, start_method="spawn")
         return [torch.load(os.path.join(out_dir, f"{r}.pt"), weights_only=False) for r in range(world)]
 
 

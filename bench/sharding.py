@@ -1,0 +1,107 @@
+"""Sharding cost of one high-resolution UNet step on 1, 2 and 4 local gloo ranks (one thread each).
+
+Prints one JSON line per rank count: per-rank bytes sent per step by kind, seconds in communication
+vs compute (CPU time, so ranks sharing cores are measured fairly), the peak activation each rank
+holds, and the ratios against one rank; one line per stage size and rank count.
+Usage: python bench/sharding.py [--sizes 512,1024] [--ranks 1,2,4] [--steps 2] [--fast-mode]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+
+def unet_steps(group, size: int, steps: int, fast_mode: bool) -> dict:
+    import torch.distributed as dist
+
+    from freescale.cluster.band_ops import shard_context_of
+    from freescale.conditioning import encode_conditioning
+    from freescale.freeu import freeu_applied
+    from freescale.model_loading import load_model, resolve_model_source
+    from freescale.random_draws import keyed_normal
+    from freescale.render_config import FREEU_DEFAULT
+    from freescale.scale_fusion import scale_fusion
+
+    model = load_model(resolve_model_source("tiny"), device="cpu")
+    unet = model.pipe.unet
+    shard = shard_context_of(unet)
+    shard.group = group
+    latent = (size // 8, size // 8)
+    shard.set_stage(latent)
+    a, b = shard.band
+    cond = encode_conditioning(model.pipe, "a red fox", "blurry", 7.5, (model.native_size,) * 2)
+    sample = keyed_normal((1, 4, *latent), 0, "bench")[..., a:b, :]
+    peak = [0]
+
+    def record(module, args, output):
+        if isinstance(output, torch.Tensor):
+            peak[0] = max(peak[0], output.nbytes)
+
+    hooks = [m.register_forward_hook(record) for m in unet.modules()]
+    fusion = scale_fusion(unet, model.native_size, (size, size), fast_mode=fast_mode, freeu=None,
+                          jitter_seed=0, shard=shard)  # fmt: skip
+    with torch.inference_mode(), freeu_applied(unet, FREEU_DEFAULT, shard), fusion as handle:
+        batch = torch.cat([sample] * 2)
+        handle.begin_step(1, 0)
+        unet(batch, 500, **cond.unet_kwargs())  # warm-up
+        if group.world > 1:
+            dist.barrier()
+        group.stats.reset()
+        wall, cpu = time.perf_counter(), time.process_time()
+        for step in range(steps):
+            handle.begin_step(1, step + 1, dilate=True)
+            unet(batch, 500, **cond.unet_kwargs())
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    for hook in hooks:
+        hook.remove()
+    comm = sum(group.stats.seconds.values())
+    return {
+        "rank": group.rank,
+        "band_rows": b - a,
+        "wall_s_per_step": wall / steps,
+        "comm_s_per_step": comm / steps,
+        "cpu_s_per_step": cpu / steps,
+        "bytes_sent_per_step": {k: v // steps for k, v in group.stats.bytes_sent.items()},
+        "peak_activation_bytes": peak[0],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="512,1024", help="stage sizes in px (tiny model: native 128)")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--ranks", default="1,2,4")
+    parser.add_argument("--fast-mode", action="store_true")
+    args = parser.parse_args()
+    for size in [int(s) for s in args.sizes.split(",")]:
+        measure(size, [int(r) for r in args.ranks.split(",")], args.steps, args.fast_mode)
+
+
+def measure(size: int, worlds: list[int], steps: int, fast_mode: bool) -> None:
+    from freescale.cluster.local_ranks import run_ranks
+
+    baseline = None
+    for world in worlds:
+        ranks = run_ranks(world, unet_steps, size, steps, fast_mode)
+        cpu_total = sum(r["cpu_s_per_step"] for r in ranks)
+        peak = max(r["peak_activation_bytes"] for r in ranks)
+        if baseline is None:
+            baseline = {"cpu": cpu_total, "peak": peak}
+        line = {
+            "bench": "sharding", "model": "tiny", "size": size, "fast_mode": fast_mode,
+            "ranks": world, "threads_per_rank": 1,
+            "cpu_s_per_step_all_ranks": round(cpu_total, 3),
+            "cpu_ratio_vs_1_rank": round(cpu_total / baseline["cpu"], 3),
+            "peak_activation_bytes_max_rank": peak,
+            "peak_activation_ratio_vs_1_rank": round(peak / baseline["peak"], 3),
+            "per_rank": ranks,
+        }  # fmt: skip
+        print(json.dumps(line), flush=True)
+
+
+if __name__ == "__main__":
+    main()

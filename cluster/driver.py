@@ -34,7 +34,12 @@ def render_local(config: RenderConfig, model, progress: Progress) -> list[dict]:
 
 
 def render_distributed(
-    config: RenderConfig, workers: int, address: str | None, strategy: str, progress: Progress
+    config: RenderConfig,
+    workers: int,
+    address: str | None,
+    strategy: str,
+    progress: Progress,
+    cfg_parallel: bool = False,
 ) -> tuple[list[dict], str]:
     """Shard the render over `workers` Ray actors; returns every rank's result and the model identity."""
     progress.note(f"starting {workers} workers")
@@ -44,7 +49,7 @@ def render_distributed(
     ) as pool:  # fmt: skip
         identity = pool.run(_model_identity)[0]
         progress.note(f"{pool.world} workers ready ({pool.backend})")
-        return pool.run(render_on_worker, config), identity
+        return pool.run(render_on_worker, config, cfg_parallel), identity
 
 
 def _model_identity(state) -> str:

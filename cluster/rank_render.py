@@ -24,14 +24,25 @@ def pixel_bands(config: RenderConfig, stage: int, world: int, vae_scale: int) ->
 
 
 def render_on_rank(
-    model, group, config: RenderConfig, progress: Progress | None = None, stages: list[int] | None = None
+    model,
+    group,
+    config: RenderConfig,
+    progress: Progress | None = None,
+    stages: list[int] | None = None,
+    cfg_parallel: bool = False,
 ) -> dict:
     """Run the cascade; returns this rank's image rows of each stage in `stages` (default: the
-    output stages), and on rank 0 every stage's latents."""
+    output stages), and on rank 0 every stage's latents. With `cfg_parallel` the ranks form two
+    groups, one per half of the guidance batch."""
+    from freescale.cluster.cfg_split import split_for_cfg
     from freescale.vae_transitions import vae_scale
 
     with torch.inference_mode():
-        cascade = Cascade(model, config, progress, group)
+        if cfg_parallel:
+            band_group, cfg = split_for_cfg(group)
+            cascade = Cascade(model, config, progress, band_group, cfg)
+        else:
+            cascade = Cascade(model, config, progress, group)
         latents = cascade.run()
         scale = vae_scale(model.pipe.vae)
         images: dict[int, np.ndarray] = {}
@@ -42,10 +53,10 @@ def render_on_rank(
     return {"images": images, "latents": [t.cpu() for t in latents] if group.rank == 0 else None}
 
 
-def render_on_worker(state, config: RenderConfig) -> dict:
+def render_on_worker(state, config: RenderConfig, cfg_parallel: bool = False) -> dict:
     """Entry point on a Ray worker (`WorkerPool.run`): rank 0 reports progress as plain log lines."""
     progress = Progress(quiet=state.rank != 0)
-    return render_on_rank(state.model, state.group, config, progress)
+    return render_on_rank(state.model, state.group, config, progress, cfg_parallel=cfg_parallel)
 
 
 def assemble(results: list[dict], stage: int) -> np.ndarray:

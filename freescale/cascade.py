@@ -14,6 +14,7 @@ import torch
 
 from freescale import vae_transitions
 from freescale.cluster.band_ops import shard_context_of
+from freescale.cluster.cfg_split import CfgSplit
 from freescale.cluster.shard_group import ShardGroup
 from freescale.conditioning import Conditioning, encode_conditioning
 from freescale.detail_mask import cosine_exponent, load_binary_mask
@@ -43,12 +44,34 @@ def _check_deterministic_sampler(scheduler, world: int) -> None:
         )
 
 
+Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def guided_predictor(unet, scheduler, cond: Conditioning, cfg: CfgSplit | None = None) -> Predictor:
+    """eps(latents, t) with classifier-free guidance; with `cfg` this rank runs only its half of the
+    batch and swaps predictions with its partner."""
+
+    def predict(latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if not cond.uses_guidance:
+            return unet(scheduler.scale_model_input(latents, t), t, **cond.unet_kwargs(), return_dict=False)[
+                0
+            ]
+        if cfg is None:
+            batch = scheduler.scale_model_input(torch.cat([latents] * 2), t)
+            uncond, text = unet(batch, t, **cond.unet_kwargs(), return_dict=False)[0].chunk(2)
+        else:
+            batch = scheduler.scale_model_input(latents, t)
+            uncond, text = cfg.swap(unet(batch, t, **cond.unet_kwargs(cfg.half), return_dict=False)[0])
+        return uncond + cond.guidance * (text - uncond)
+
+    return predict
+
+
 @torch.no_grad()
 def denoise(
-    unet,
     scheduler,
+    predict: Predictor,
     latents: torch.Tensor,
-    cond: Conditioning,
     first_step: int,
     seed: int,
     stage: int,
@@ -61,12 +84,7 @@ def denoise(
         t = scheduler.timesteps[i]
         if before_step is not None:
             latents = before_step(i, latents)
-        batch = torch.cat([latents] * 2) if cond.uses_guidance else latents
-        batch = scheduler.scale_model_input(batch, t)
-        eps = unet(batch, t, **cond.unet_kwargs(), return_dict=False)[0]
-        if cond.uses_guidance:
-            uncond, text = eps.chunk(2)
-            eps = uncond + cond.guidance * (text - uncond)
+        eps = predict(latents, t)
         generator = keyed_generator(seed, "sampler", stage, i)
         latents = scheduler.step(eps, t, latents, generator=generator, return_dict=False)[0]
         if after_step is not None:
@@ -78,13 +96,20 @@ class Cascade:
     """One render on one rank: `run()` returns every stage's whole latents, the same on every rank."""
 
     def __init__(
-        self, model, config: RenderConfig, progress: Progress | None = None, group: ShardGroup | None = None
+        self,
+        model,
+        config: RenderConfig,
+        progress: Progress | None = None,
+        group: ShardGroup | None = None,
+        cfg: CfgSplit | None = None,
     ):
         self.pipe = model.pipe
         self.native = model.native_size
         self.config = config
         self.group = group or ShardGroup.single()
-        quiet = progress is None or self.group.rank != 0
+        self.cfg = cfg  # with CFG split over two groups, `group` is this rank's half
+        self.world = cfg.world if cfg is not None else self.group
+        quiet = progress is None or self.world.rank != 0
         self.progress = Progress(quiet=True) if quiet else progress
         self.unet, self.vae, self.scheduler = self.pipe.unet, self.pipe.vae, self.pipe.scheduler
         self.shard = shard_context_of(self.unet)
@@ -118,13 +143,13 @@ class Cascade:
         return (1, self.unet.config.in_channels, h // scale, w // scale)
 
     def base_stage(self, cond: Conditioning) -> torch.Tensor:
-        """Rank 0 renders the small base stage unsharded; the others receive it."""
+        """Rank 0 renders the small base stage unsharded (whole CFG batch); the others receive it."""
         shape = self._latent_shape(0)
-        if self.group.rank == 0:
+        if self.world.rank == 0:
             latents = self._base_latents(cond, shape)
         else:
             latents = torch.empty(shape, dtype=self.dtype, device=self.device)
-        return self.group.broadcast(latents.contiguous(), src=0)
+        return self.world.broadcast(latents.contiguous(), src=0)
 
     def _base_latents(self, cond: Conditioning, shape: tuple[int, ...]) -> torch.Tensor:
         c = self.config
@@ -140,7 +165,8 @@ class Cascade:
         self.scheduler.set_timesteps(c.steps, device=self.device)
         noise = keyed_normal(shape, c.seed, "initial", dtype=self.dtype, device=self.device)
         latents = noise * self.scheduler.init_noise_sigma
-        return denoise(self.unet, self.scheduler, latents, cond, 0, c.seed, 0, after_step=self._report(0, 0))
+        predict = guided_predictor(self.unet, self.scheduler, cond)
+        return denoise(self.scheduler, predict, latents, 0, c.seed, 0, after_step=self._report(0, 0))
 
     def upper_stage(self, stage: int, previous: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         c = self.config
@@ -174,8 +200,9 @@ class Cascade:
                 )
                 return latents * (1 - factor) + noised[i - first] * factor
 
+            predict = guided_predictor(self.unet, self.scheduler, cond, self.cfg)
             band = denoise(
-                self.unet, self.scheduler, noised[0], cond, first, c.seed, stage,
+                self.scheduler, predict, noised[0], first, c.seed, stage,
                 before_step=before_step, after_step=self._report(stage, first),
             )  # fmt: skip
         return self.group.all_gather_rows(band.contiguous(), self.shard.bands, dim=-2)

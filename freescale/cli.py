@@ -177,6 +177,25 @@ def default_workers(address: str | None) -> int:
     return max(int(ray.cluster_resources().get("GPU", 0)), 1)
 
 
+def check_sharding(config, workers: int, cfg_parallel: bool) -> None:
+    """Every rank of a band group needs at least one 4-latent-row unit of every upper stage."""
+    if cfg_parallel:
+        if workers % 2:
+            raise ConfigError(f"--cfg-parallel needs an even number of workers, got --workers {workers}")
+        if config.guidance <= 1.0:
+            raise ConfigError(
+                f"--cfg-parallel needs --guidance > 1 (got {config.guidance}): no batch to split"
+            )
+    ranks = workers // 2 if cfg_parallel else workers
+    for h, w in config.stages[1:]:
+        units = h // 8 // 4
+        if ranks > units:
+            raise ConfigError(
+                f"--workers {workers}: stage {w}x{h} has only {units} bands of 32 px rows to share; "
+                f"use at most {units * (2 if cfg_parallel else 1)} workers"
+            )
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     from freescale.cluster.rank_render import output_stages
     from freescale.image_output import stage_path
@@ -192,11 +211,12 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers {args.workers} must be at least 1")
     workers = args.workers or default_workers(args.address)
+    check_sharding(config, workers, args.cfg_parallel)
     progress = Progress(quiet=args.quiet)
     started = time.monotonic()
     stages = " -> ".join(f"{w}x{h}" for h, w in config.stages)
     progress.note(f"model {config.model}; stages {stages}; {workers} worker(s)")
-    written = render_to_files(config, workers, args.address, args.strategy, progress)
+    written = render_to_files(config, workers, args.address, args.strategy, progress, args.cfg_parallel)
     progress.note(f"done in {time.monotonic() - started:.1f}s: {', '.join(written)}")
     return 0
 

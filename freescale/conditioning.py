@@ -22,10 +22,18 @@ class Conditioning:
     def uses_guidance(self) -> bool:
         return self.guidance > 1.0
 
-    def unet_kwargs(self) -> dict:
+    def unet_kwargs(self, half: int | None = None) -> dict:
+        """The whole batch, or with `half` only the negative (0) or positive (1) row of it."""
+        embeds, pooled, time_ids = self.prompt_embeds, self.pooled_embeds, self.time_ids
+        if half is not None:
+            embeds, pooled, time_ids = (
+                embeds[half : half + 1],
+                pooled[half : half + 1],
+                time_ids[half : half + 1],
+            )
         return {
-            "encoder_hidden_states": self.prompt_embeds,
-            "added_cond_kwargs": {"text_embeds": self.pooled_embeds, "time_ids": self.time_ids},
+            "encoder_hidden_states": embeds,
+            "added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids},
         }
 
 

@@ -42,14 +42,21 @@ def render(
 
 
 def render_to_files(
-    config: RenderConfig, workers: int, address: str | None, strategy: str, progress: Progress
+    config: RenderConfig,
+    workers: int,
+    address: str | None,
+    strategy: str,
+    progress: Progress,
+    cfg_parallel: bool = False,
 ) -> list[str]:
     """Render with one in-process rank or `workers` Ray workers, then write the outputs atomically."""
     from freescale.cluster import driver
 
-    if workers == 1 and address is None:
+    if workers == 1 and address is None and not cfg_parallel:
         model = load_model_for(config)
         results, identity = driver.render_local(config, model, progress), model.identity
     else:
-        results, identity = driver.render_distributed(config, workers, address, strategy, progress)
+        results, identity = driver.render_distributed(
+            config, workers, address, strategy, progress, cfg_parallel
+        )
     return driver.write_outputs(config, results, recipe(config, identity), progress)

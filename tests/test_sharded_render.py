@@ -26,7 +26,7 @@ def _inputs(tmp):
     }
 
 
-def render_variants(group, variants: dict, output: str):
+def render_variants(group, variants: dict, output: str, cfg_parallel: bool = False):
     from freescale.model_loading import load_model, resolve_model_source
     from freescale.render_config import build_config
 
@@ -34,7 +34,7 @@ def render_variants(group, variants: dict, output: str):
     results = {}
     for name, values in variants.items():
         config = build_config({**BASE, **values, "output": output}, native_size=128)
-        results[name] = render_on_rank(model, group, config)
+        results[name] = render_on_rank(model, group, config, cfg_parallel=cfg_parallel)
     return results
 
 
@@ -46,11 +46,15 @@ def one_rank(tmp_path_factory):
     return tmp, variants, render_variants(ShardGroup.single(), variants, str(tmp / "o.png"))
 
 
-@pytest.mark.parametrize("world, names", [(2, ["normal", "fast", "mask", "image"]), (3, ["normal", "mask"]),
-                                          (4, ["normal", "fast", "image"])])  # fmt: skip
-def test_sharded_render_equals_one_rank(one_rank, world, names):
+@pytest.mark.parametrize(
+    "world, names, cfg_parallel",
+    [(2, ["normal", "fast", "mask", "image"], False), (3, ["normal", "mask"], False),
+     (4, ["normal", "fast", "image"], False), (4, ["normal", "mask"], True), (2, ["fast"], True)],
+)  # fmt: skip
+def test_sharded_render_equals_one_rank(one_rank, world, names, cfg_parallel):
     tmp, variants, reference = one_rank
-    ranks = run_ranks(world, render_variants, {n: variants[n] for n in names}, str(tmp / "o.png"))
+    subset = {n: variants[n] for n in names}
+    ranks = run_ranks(world, render_variants, subset, str(tmp / "o.png"), cfg_parallel)
     for name in names:
         expected, got = reference[name], [r[name] for r in ranks]
         for stage_ref, stage_got in zip(expected["latents"], got[0]["latents"], strict=True):

@@ -11,7 +11,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 _PUBLIC = {
-    "render": "freescale.render",
+    "render": "freescale.rendering",
     "RenderConfig": "freescale.render_config",
     "build_config": "freescale.render_config",
     "scale_fusion": "freescale.scale_fusion",

@@ -121,6 +121,12 @@ def _add_render_options(p: argparse.ArgumentParser) -> None:
         choices=["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"],
         help="placement group strategy for the workers (default: PACK)",
     )
+    g.add_argument(
+        "--cfg-parallel",
+        action="store_true",
+        help="split the guidance batch over two equal groups of workers (needs an even --workers and "
+        "--guidance > 1; default: off)",
+    )
 
 
 RENDER_KEYS = (
@@ -200,8 +206,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     from freescale.cluster.rank_render import output_stages
     from freescale.image_output import stage_path
     from freescale.progress import Progress
-    from freescale.render import render_to_files
     from freescale.render_config import check_outputs_free
+    from freescale.rendering import render_to_files
 
     config, _ = config_from_args(args)
     last = len(config.stages) - 1

@@ -112,3 +112,13 @@ def test_console_script_help_documents_defaults():
         "--stages",
     ]:
         assert text in result.stdout
+
+
+def test_python_api_renders_every_stage(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    import freescale
+
+    config = freescale.build_config({"prompt": "a red fox", "scale": 4, "steps": 3}, native_size=128)
+    images = freescale.render(config)
+    assert [image.size for image in images] == [(128, 128), (256, 256), (512, 512)]
+    assert list(tmp_path.iterdir()) == []  # the Python API writes nothing

@@ -1,7 +1,8 @@
 """Sharded Conv2d and GroupNorm: tiny wrappers around the originals that work on one row band.
 
 A conv borrows the halo rows its kernel reads from the ranks that hold them; GroupNorm sums its
-statistics over all ranks in fp32. With one rank both reduce to the plain operator.
+statistics over all ranks in fp32. With one rank there is nothing to borrow or sum, and both are
+the wrapped operator itself, so a sharded UNet stays usable as a plain one.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ class BandConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv, ctx = self.inner, self.context
+        if ctx.group.world == 1:
+            return conv(x)  # the whole plane: no halo to borrow
         (kh, _), (sh, _), (ph, pw), (dh, _) = conv.kernel_size, conv.stride, conv.padding, conv.dilation
         factor = ctx.factor_for_rows(x.shape[-2])
         in_bands = ctx.bands_at(factor)
@@ -49,6 +52,8 @@ class BandGroupNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gn, group = self.inner, self.context.group
+        if group.world == 1:
+            return gn(x)  # the whole plane: the statistics are already complete
         b, c = x.shape[:2]
         grouped = x.reshape(b, gn.num_groups, -1).float()
         count = torch.tensor([float(grouped.shape[-1])], device=x.device)

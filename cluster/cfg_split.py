@@ -30,8 +30,16 @@ class CfgSplit:
         return (mine, theirs) if self.half == 0 else (theirs, mine)
 
 
+_SPLITS: dict[int, tuple[ShardGroup, CfgSplit]] = {}
+
+
 def split_for_cfg(world: ShardGroup) -> tuple[ShardGroup, CfgSplit]:
-    """Two equal groups of the world's ranks; returns this rank's band group and its CFG partner."""
+    """Two equal groups of the world's ranks; returns this rank's band group and its CFG partner.
+
+    Made once per worker process and reused: process groups are costly to create (NCCL
+    communicators), and every render of a worker pool splits the same way."""
+    if id(world) in _SPLITS:
+        return _SPLITS[id(world)]
     if world.world % 2:
         raise ValueError(f"--cfg-parallel needs an even number of workers, got {world.world}")
     size = world.world // 2
@@ -40,4 +48,5 @@ def split_for_cfg(world: ShardGroup) -> tuple[ShardGroup, CfgSplit]:
     half = world.rank // size
     band_group = ShardGroup(rank=world.rank % size, world=size, group=groups[half], ranks=halves[half])
     partner = (world.rank + size) % world.world
-    return band_group, CfgSplit(half=half, partner=partner, world=world)
+    _SPLITS[id(world)] = band_group, CfgSplit(half=half, partner=partner, world=world)
+    return _SPLITS[id(world)]

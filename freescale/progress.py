@@ -19,6 +19,7 @@ class Progress:
         self._stage_key: tuple[int, int] | None = None
         self._first_step = 0
         self._last_line = 0.0
+        self._bar_open = False
 
     def note(self, text: str) -> None:
         if not self.quiet:
@@ -42,6 +43,7 @@ class Progress:
             bar = "#" * filled + "-" * (24 - filled)
             self.stream.write(f"\r{label} [{bar}] ETA {eta}   ")
             self.stream.flush()
+            self._bar_open = True
             if step + 1 == steps:
                 self._end_bar()
         elif step + 1 == steps or now - self._last_line >= self.line_every or done == 1:
@@ -49,9 +51,10 @@ class Progress:
             print(f"{label} ETA {eta}", file=self.stream, flush=True)
 
     def _end_bar(self) -> None:
-        if self.tty:
+        if self._bar_open:
             self.stream.write("\n")
             self.stream.flush()
+            self._bar_open = False
 
 
 def _clock(seconds: float) -> str:

@@ -97,9 +97,13 @@ def scale_fusion(
         raise ValueError(
             f"target_size {tuple(target_size)} must be at least the native {native} on each side"
         )
+    # A UNet our renderer has sharded keeps its band context; a plain UNet gets a one-rank one.
+    context = shard or getattr(unet, "shard_context", None) or ShardContext()
+    if shard is None and context.group.world > 1:
+        raise ValueError("a UNet sharded over several ranks needs its ShardContext passed as shard=")
     step = FusionStep(
         scale_counts=counts,
-        shard=shard or ShardContext(),
+        shard=context,
         fast_mode=fast_mode,
         jitter_seed=jitter_seed,
         blur_channels=blur_channels,

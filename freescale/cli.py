@@ -10,6 +10,7 @@ from freescale.errors import ConfigError
 from freescale.render_config import (
     DEFAULT_NEGATIVE_PROMPT,
     FREEU_DEFAULT,
+    PRESET_KEYS,
     RenderConfig,
     build_config,
     load_preset,
@@ -129,33 +130,8 @@ def _add_render_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-RENDER_KEYS = (
-    "prompt",
-    "model",
-    "model_config",
-    "device",
-    "dtype",
-    "size",
-    "scale",
-    "stages",
-    "stage_rule",
-    "steps",
-    "guidance",
-    "seed",
-    "negative_prompt",
-    "cosine_scale",
-    "cosine_scale_bg",
-    "dilate_tau",
-    "restart",
-    "fast_mode",
-    "freeu",
-    "blur",
-    "image",
-    "mask",
-    "output",
-    "save_stages",
-    "overwrite",
-)
+# Every option a preset may set, and --overwrite, which only a flag may.
+RENDER_KEYS = tuple(sorted(PRESET_KEYS | {"overwrite"}))
 
 
 def config_from_args(args: argparse.Namespace):

@@ -33,7 +33,7 @@ def test_two_ray_workers_give_the_one_rank_image(tmp_path):
     assert (tmp_path / "two.stage1-256x256.png").exists()
 
 
-def dies_on_rank_one(state, config):
+def dies_on_rank_one(state, config, cfg_parallel=False):
     """render_on_worker, except that rank 1 dies in the middle of the second stage."""
     calls = []
 
@@ -45,7 +45,7 @@ def dies_on_rank_one(state, config):
     state.model.pipe.unet.register_forward_pre_hook(count, with_kwargs=True)
     from freescale.cluster.rank_render import render_on_worker
 
-    return render_on_worker(state, config)
+    return render_on_worker(state, config, cfg_parallel)
 
 
 def test_dead_worker_fails_the_render_by_name(tmp_path, monkeypatch):

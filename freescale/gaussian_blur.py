@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 
 def gaussian_weights(kernel_size: int, sigma: float = 1.0) -> list[float]:
@@ -16,11 +15,19 @@ def gaussian_weights(kernel_size: int, sigma: float = 1.0) -> list[float]:
     return [r / total for r in raw]
 
 
-def _blur_last_axis(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    shape = x.shape
-    flat = x.reshape(-1, 1, shape[-1])
-    out = F.conv1d(flat, weights.view(1, 1, -1), padding=weights.numel() // 2)
-    return out.reshape(shape)
+def _blur_axis(x: torch.Tensor, weights: list[float], axis: int) -> torch.Tensor:
+    """Zero-padded 1-D convolution along `axis` as a few shifted multiply-adds: a handful of passes
+    over memory, several times faster than a one-channel conv1d over millions of rows."""
+    reach, length = len(weights) // 2, x.shape[axis]
+    out = x * weights[reach]
+    for shift in range(1, min(reach, length - 1) + 1):
+        out.narrow(axis, 0, length - shift).add_(
+            x.narrow(axis, shift, length - shift), alpha=weights[reach + shift]
+        )
+        out.narrow(axis, shift, length - shift).add_(
+            x.narrow(axis, 0, length - shift), alpha=weights[reach - shift]
+        )
+    return out
 
 
 def gaussian_blur(
@@ -33,9 +40,8 @@ def gaussian_blur(
     """
     if kernel_size == 1:
         return x
-    weights = torch.tensor(gaussian_weights(kernel_size, sigma), dtype=x.dtype, device=x.device)
-    if channels:
-        x = _blur_last_axis(x, weights)
-    x = _blur_last_axis(x.transpose(2, 3), weights).transpose(2, 3)  # along w
-    x = _blur_last_axis(x.transpose(1, 3), weights).transpose(1, 3)  # along h
+    weights = gaussian_weights(kernel_size, sigma)
+    axes = (3, 2, 1) if channels else (2, 1)
+    for axis in axes:
+        x = _blur_axis(x, weights, axis)
     return x

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-ray = pytest.importorskip("ray")
+import ray  # noqa: E402  (a hard dependency: never skipped)
+
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 from freescale import cli  # noqa: E402

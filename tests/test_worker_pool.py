@@ -8,7 +8,8 @@ import pytest
 import torch
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # the test cluster must not phone home
-ray = pytest.importorskip("ray")
+import ray  # noqa: E402  (a hard dependency: never skipped)
+
 # Workers cannot import this test module (tests/ is not on their path), so ship its functions by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

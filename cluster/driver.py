@@ -6,12 +6,10 @@ actor), every rank renders its bands, the driver stacks the image rows and write
 
 from __future__ import annotations
 
-from PIL import Image
-
 from freescale.cluster.rank_render import assemble, output_stages, render_on_rank, render_on_worker
 from freescale.cluster.shard_group import ShardGroup
 from freescale.cluster.worker_pool import WorkerPool
-from freescale.image_output import save_image, stage_path
+from freescale.image_output import OutputOptions, save_image, stage_path
 from freescale.progress import Progress
 from freescale.render_config import RenderConfig
 
@@ -22,8 +20,8 @@ def write_outputs(config: RenderConfig, results: list[dict], recipe: dict, progr
     for stage in output_stages(config):
         path = config.output if stage == last else stage_path(config.output, stage, config.stages[stage])
         progress.note(f"writing {path}")
-        image = Image.fromarray(assemble(results, stage))
-        save_image(image, path, config.overwrite, {**recipe, "stage": stage})
+        options = OutputOptions(dpi=config.dpi, pyramid=config.pyramid)
+        save_image(assemble(results, stage), path, config.overwrite, {**recipe, "stage": stage}, options)
         written.append(path)
     return written
 

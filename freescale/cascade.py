@@ -208,5 +208,6 @@ class Cascade:
         return self.group.all_gather_rows(band.contiguous(), self.shard.bands, dim=-2)
 
     def image_rows(self, latents: torch.Tensor, pixel_rows: tuple[int, int]) -> np.ndarray:
-        """Rows of a stage's image as uint8 (H, W, 3), decoded from the stage's whole latents."""
-        return vae_transitions.to_uint8(vae_transitions.decode_band(self.vae, latents, pixel_rows))
+        """Rows of a stage's image (H, W, 3) at the config's bit depth, from the stage's whole latents."""
+        decoded = vae_transitions.decode_band(self.vae, latents, pixel_rows)
+        return vae_transitions.to_pixels(decoded, self.config.bit_depth)

@@ -14,6 +14,7 @@ from freescale.render_config import (
     RenderConfig,
     build_config,
     load_preset,
+    load_recipe,
     preset_names,
 )
 
@@ -25,7 +26,11 @@ def _default(name: str) -> str:
 
 
 def _add_render_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("prompt", nargs="?", help="what to render (may also come from the preset)")
+    p.add_argument("prompt", nargs="?", help="what to render (may also come from the preset or recipe)")
+    p.add_argument(
+        "--from-recipe",
+        help="reproduce an earlier output from its recipe (the .json written beside it); flags override it",
+    )
     p.add_argument(
         "--preset",
         help=f"a preset name ({', '.join(preset_names())}) or a YAML file; flags override it (default: none)",
@@ -103,6 +108,19 @@ def _add_render_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("-o", "--output", help=".png, .jpg or .tif path " + _default("output"))
     g.add_argument("--save-stages", action="store_true", default=None, help="also write every stage")
     g.add_argument("--overwrite", action="store_true", default=None, help="replace an existing output")
+    g.add_argument(
+        "--bit-depth",
+        type=int,
+        choices=[8, 16],
+        help="bits per channel; 16 needs .tif, from the VAE's float output (default: 8)",
+    )
+    g.add_argument("--dpi", type=int, help="print resolution tag for PNG/JPEG/TIFF (default: none)")
+    g.add_argument(
+        "--pyramid",
+        action="store_true",
+        default=None,
+        help="TIFF only: add half-size reductions for fast viewing (default: off)",
+    )
     g.add_argument("--quiet", action="store_true", help="no progress output")
     g = p.add_argument_group("cluster (Ray)")
     g.add_argument(
@@ -139,7 +157,8 @@ def config_from_args(args: argparse.Namespace):
     from freescale.model_loading import resolve_model_source
     from freescale.native_resolution import native_size_of
 
-    values = load_preset(args.preset) if args.preset else {}
+    values = load_recipe(args.from_recipe) if args.from_recipe else {}
+    values.update(load_preset(args.preset) if args.preset else {})
     values.update({k: getattr(args, k) for k in RENDER_KEYS if getattr(args, k) is not None})
     source = resolve_model_source(values.get("model", "tiny"), values.get("model_config"))
     return build_config(values, native_size_of(source)), source

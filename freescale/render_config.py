@@ -48,6 +48,9 @@ class RenderConfig:
     output: str = "freescale.png"
     save_stages: bool = False
     overwrite: bool = False
+    bit_depth: int = 8
+    dpi: int | None = None
+    pyramid: bool = False
     device: str | None = None
     dtype: str | None = None
 
@@ -98,6 +101,15 @@ def _validate(c: RenderConfig) -> None:
     if c.mask is not None:
         _open_image_header(c.mask, "--mask")
     check_output_path(c.output)
+    is_tiff = os.path.splitext(c.output)[1].lower() in (".tif", ".tiff")
+    if c.bit_depth not in (8, 16):
+        raise ConfigError(f"--bit-depth {c.bit_depth} is not 8 or 16")
+    if c.bit_depth == 16 and not is_tiff:
+        raise ConfigError(f"--bit-depth 16 needs a .tif/.tiff output, not {c.output!r}")
+    if c.pyramid and not is_tiff:
+        raise ConfigError(f"--pyramid needs a .tif/.tiff output, not {c.output!r}")
+    if c.dpi is not None and not 1 <= c.dpi <= 100000:
+        raise ConfigError(f"--dpi {c.dpi} must be between 1 and 100000")
 
 
 def _validate_stages(stages: tuple[Size, ...], native: int) -> None:
@@ -149,12 +161,30 @@ def check_output_path(path: str) -> None:
 
 
 def check_outputs_free(config: RenderConfig, stage_paths: list[str]) -> None:
-    """Refuse, before any work, to replace files the user already has (unless --overwrite)."""
+    """Refuse, before any work, to replace files the user already has (unless --overwrite): the images
+    and their recipe sidecars (out.png -> out.png.json)."""
     if config.overwrite:
         return
-    for path in [config.output, *stage_paths]:
-        if os.path.exists(path):
-            raise ConfigError(f"output {path!r} already exists; pass --overwrite to replace it")
+    for image in [config.output, *stage_paths]:
+        for path in (image, image + ".json"):
+            if os.path.exists(path):
+                raise ConfigError(f"output {path!r} already exists; pass --overwrite to replace it")
+
+
+def load_recipe(path: str) -> dict[str, Any]:
+    """The render options of a recipe (an output's sidecar .json) as preset-style values."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            recipe = json.load(handle)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--from-recipe {path}: not a readable JSON recipe ({exc})") from None
+    if not isinstance(recipe, dict) or "stages" not in recipe or "prompt" not in recipe:
+        raise ConfigError(f"--from-recipe {path}: not a freescale recipe (no prompt and stages)")
+    values = {k: v for k, v in recipe.items() if k in PRESET_KEYS}
+    values["stages"] = ",".join(f"{w}x{h}" for h, w in recipe["stages"])
+    return values
 
 
 # ---- parsing of user text (CLI flags and YAML values) ----
@@ -254,6 +284,9 @@ PRESET_KEYS = {
     "image",
     "output",
     "save_stages",
+    "bit_depth",
+    "dpi",
+    "pyramid",
     "device",
     "dtype",
     "prompt",
@@ -306,6 +339,8 @@ def build_config(values: dict[str, Any], native_size: int) -> RenderConfig:
     if "freeu" in values:
         values["freeu"] = parse_freeu(values["freeu"])
     typed = {
+        "bit_depth": int,
+        "dpi": int,
         "steps": int,
         "seed": int,
         "dilate_tau": int,

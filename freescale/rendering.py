@@ -36,6 +36,7 @@ def render(
     from freescale.cluster.shard_group import ShardGroup
 
     model = model or load_model_for(config)
+    config = config.replace(bit_depth=8)  # PIL holds 8-bit RGB; 16-bit output is a TIFF-writing option
     stages = list(range(len(config.stages)))
     result = render_on_rank(model, ShardGroup.single(), config, progress, stages)
     return [Image.fromarray(assemble([result], stage)) for stage in stages]

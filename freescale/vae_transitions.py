@@ -52,9 +52,12 @@ def encode_image(vae, image: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     return sample_latents(mean, logvar, noise, vae.config.scaling_factor)
 
 
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """Decoded rows (1, 3, h, W) in [-1, 1] -> (h, W, 3) uint8, rounded as diffusers does."""
+def to_pixels(image: torch.Tensor, bit_depth: int = 8) -> np.ndarray:
+    """Decoded rows (1, 3, h, W) in [-1, 1] -> (h, W, 3) uint8 (rounded as diffusers does) or uint16,
+    quantised from the VAE's float output, not from an 8-bit image."""
     array = (image[0].float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    if bit_depth == 16:
+        return (array * 65535).round().astype(np.uint16)
     return (array * 255).round().astype(np.uint8)
 
 

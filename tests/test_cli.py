@@ -78,7 +78,8 @@ def test_render_writes_png_with_recipe(tmp_path, capsys):
     before = out.read_bytes()
     assert cli.main(["render", "a red fox", *FAST, "-o", str(out), "--quiet"]) == 2
     assert out.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["fox.png", "fox.stage0-128x128.png"]
+    written = ["fox.png", "fox.png.json", "fox.stage0-128x128.png", "fox.stage0-128x128.png.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == written
 
 
 def test_saved_test_model_renders_the_same_image_as_tiny(tmp_path):

@@ -198,6 +198,7 @@ def check_sharding(config, workers: int, cfg_parallel: bool) -> None:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from freescale.cluster.driver import Placement
     from freescale.cluster.rank_render import output_stages
     from freescale.image_output import stage_path
     from freescale.progress import Progress
@@ -217,7 +218,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     started = time.monotonic()
     stages = " -> ".join(f"{w}x{h}" for h, w in config.stages)
     progress.note(f"model {config.model}; stages {stages}; {workers} worker(s)")
-    written = render_to_files(config, workers, args.address, args.strategy, progress, args.cfg_parallel)
+    placement = Placement(workers, args.address, args.strategy, args.cfg_parallel)
+    written = render_to_files(config, placement, progress)
     progress.note(f"done in {time.monotonic() - started:.1f}s: {', '.join(written)}")
     return 0
 

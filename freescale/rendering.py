@@ -42,22 +42,10 @@ def render(
     return [Image.fromarray(assemble([result], stage)) for stage in stages]
 
 
-def render_to_files(
-    config: RenderConfig,
-    workers: int,
-    address: str | None,
-    strategy: str,
-    progress: Progress,
-    cfg_parallel: bool = False,
-) -> list[str]:
-    """Render with one in-process rank or `workers` Ray workers, then write the outputs atomically."""
-    from freescale.cluster import driver
+def render_to_files(config: RenderConfig, placement, progress: Progress) -> list[str]:
+    """Render with one in-process rank or on Ray workers (a `cluster.driver.Placement`), then write
+    the outputs atomically; returns the paths written."""
+    from freescale.cluster.driver import Renderer
 
-    if workers == 1 and address is None and not cfg_parallel:
-        model = load_model_for(config)
-        results, identity = driver.render_local(config, model, progress), model.identity
-    else:
-        results, identity = driver.render_distributed(
-            config, workers, address, strategy, progress, cfg_parallel
-        )
-    return driver.write_outputs(config, results, recipe(config, identity), progress)
+    with Renderer(config, placement, progress) as renderer:
+        return renderer.render_to_files(config)

@@ -53,7 +53,8 @@ def test_dead_worker_fails_the_render_by_name(tmp_path, monkeypatch):
     config = build_config({"prompt": "a fox", "scale": 4, "steps": 4, "output": str(tmp_path / "o.png")}, 128)
     monkeypatch.setattr(driver, "render_on_worker", dies_on_rank_one)
     with pytest.raises(WorkerLost) as info:
-        driver.render_distributed(config, 2, None, "PACK", Progress(quiet=True))
+        with driver.Renderer(config, driver.Placement(workers=2), Progress(quiet=True)) as renderer:
+            renderer.render_to_files(config)
     assert info.value.rank == 1
     assert "worker rank 1" in str(info.value) and "died" in str(info.value)
     assert not ray.is_initialized()

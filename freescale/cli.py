@@ -122,6 +122,10 @@ def _add_render_options(p: argparse.ArgumentParser) -> None:
         help="TIFF only: add half-size reductions for fast viewing (default: off)",
     )
     g.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_cluster_options(p)
+
+
+def _add_cluster_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("cluster (Ray)")
     g.add_argument(
         "--workers",
@@ -224,6 +228,31 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from freescale.batch import load_jobs, plan_items, run_items, summary
+    from freescale.cluster.driver import Placement
+    from freescale.model_loading import resolve_model_source
+    from freescale.native_resolution import native_size_of
+    from freescale.progress import Progress
+
+    jobs = load_jobs(args.jobs, args.output_dir)
+    if not jobs:
+        raise ConfigError(f"batch file {args.jobs} has no jobs")
+    source = resolve_model_source(jobs[0].get("model", "tiny"), jobs[0].get("model_config"))
+    items = plan_items(jobs, native_size_of(source))
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers {args.workers} must be at least 1")
+    workers = args.workers or default_workers(args.address)
+    for item in items:
+        if item.config is not None:
+            check_sharding(item.config, workers, args.cfg_parallel)
+    progress = Progress(quiet=args.quiet)
+    run_items(items, Placement(workers, args.address, args.strategy, args.cfg_parallel), progress)
+    report = summary(items)
+    print(report, file=sys.stderr if any(i.status == "failed" for i in items) else sys.stdout)
+    return 1 if any(item.status == "failed" for item in items) else 0
+
+
 def cmd_make_test_model(args: argparse.Namespace) -> int:
     import os
 
@@ -261,6 +290,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write tiny_sdxl.safetensors in the original SDXL single-file layout",
     )
     make.set_defaults(run=cmd_make_test_model)
+    batch = commands.add_parser(
+        "batch",
+        help="many renders with the model kept warm",
+        description="Render every job of a YAML file ({defaults: {...}, preset: NAME, jobs: [{prompt: ..., "
+        "output: ...}, ...]}) or of a prompts file (one prompt per line). Finished outputs are skipped, "
+        "so a rerun completes a batch; a failed job is reported and the others go on.",
+    )
+    batch.add_argument("jobs", help="a .yaml/.yml jobs file or a text file of prompts")
+    batch.add_argument("--output-dir", help="where relative outputs go (default: the jobs file's directory)")
+    batch.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_cluster_options(batch)
+    batch.set_defaults(run=cmd_batch)
     return parser
 
 

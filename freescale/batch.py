@@ -35,7 +35,8 @@ def load_jobs(path: str, output_dir: str | None = None) -> list[dict[str, Any]]:
     base = os.path.dirname(os.path.abspath(path))
     if path.endswith((".yaml", ".yml")):
         try:
-            data = yaml.safe_load(open(path, encoding="utf-8")) or {}
+            with open(path, encoding="utf-8") as handle:
+                data = yaml.safe_load(handle) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"batch file {path} is not valid YAML: {exc}") from None
         defaults, jobs = (
@@ -49,7 +50,8 @@ def load_jobs(path: str, output_dir: str | None = None) -> list[dict[str, Any]]:
             defaults = {**load_preset(data["preset"]), **defaults}
         jobs = [{**defaults, **job} for job in jobs]
     else:
-        lines = [line.strip() for line in open(path, encoding="utf-8")]
+        with open(path, encoding="utf-8") as handle:
+            lines = [line.strip() for line in handle]
         prompts = [line for line in lines if line and not line.startswith("#")]
         stem = os.path.splitext(os.path.basename(path))[0]
         jobs = [{"prompt": p, "output": f"{stem}-{i:04d}.png"} for i, p in enumerate(prompts)]

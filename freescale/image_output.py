@@ -122,7 +122,9 @@ def save_image(
             with open(temporary, "w", encoding="utf-8") as handle:
                 handle.write(json.dumps(recipe, sort_keys=True, indent=2) + "\n")
 
-        _atomic(sidecar_path(path), overwrite, write_json)
+        # The sidecar describes the image just written, so it replaces any stale one (the CLI refuses
+        # up front to touch a user's existing files without --overwrite).
+        _atomic(sidecar_path(path), True, write_json)
 
 
 def stage_path(path: str, stage: int, size: tuple[int, int]) -> str:

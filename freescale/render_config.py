@@ -304,7 +304,8 @@ def preset_names() -> list[str]:
 def load_preset(name_or_path: str) -> dict[str, Any]:
     """A preset by name (`4k`) from configs/, or a YAML file path; unknown keys are an error."""
     if os.path.isfile(name_or_path):
-        source, text = name_or_path, open(name_or_path, encoding="utf-8").read()
+        with open(name_or_path, encoding="utf-8") as handle:
+            source, text = name_or_path, handle.read()
     else:
         resource = resources.files("freescale.configs") / f"{name_or_path}.yaml"
         if not resource.is_file():

@@ -86,3 +86,11 @@ def test_bad_batch_files_exit_2(text, message, tmp_path, capsys):
     jobs.write_text(text)
     assert cli.main(["batch", str(jobs)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_stale_sidecar_is_replaced_with_its_new_image(tmp_path, capsys):
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text('jobs:\n  - {prompt: "a red fox", output: fox.png, scale: 2, steps: 2}\n')
+    (tmp_path / "fox.png.json").write_text('{"left": "by a crash between image and recipe"}')
+    assert cli.main(["batch", str(jobs), "--quiet"]) == 0
+    assert '"prompt": "a red fox"' in (tmp_path / "fox.png.json").read_text()

@@ -309,10 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except ConfigError as exc:
-        print(f"freescale: error: {exc}", file=sys.stderr)
-        return 2
-    except NotImplementedError as exc:
+    except (ConfigError, NotImplementedError) as exc:  # bad input, or a documented unsupported case
         print(f"freescale: error: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:

@@ -16,8 +16,8 @@ import yaml
 from freescale.errors import ConfigError
 from freescale.tiling.stages import Size, stages_for_target
 
+FREEU_DEFAULT = (1.1, 1.2, 0.6, 0.4)  # (b1, b2, s1, s2) of the reference run script
 DEFAULT_NEGATIVE_PROMPT = "blurry, ugly, duplicate, poorly drawn, deformed, mosaic"
-FREEU_DEFAULT = (1.1, 1.2, 0.6, 0.4)
 OUTPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 STAGE_RULES = ("double", "direct")
 BLUR_MODES = ("3d", "2d")

@@ -14,10 +14,9 @@ import torch
 from freescale.cluster.shard_context import ShardContext
 from freescale.dilation import DilationSwitch, dilation_switch
 from freescale.freeu import freeu_applied
+from freescale.render_config import FREEU_DEFAULT
 from freescale.scale_attention import FusionStep, ScaleFusionProcessor
 from freescale.tiling.stages import scale_counts
-
-FREEU_DEFAULT = (1.1, 1.2, 0.6, 0.4)
 
 
 def self_attention_modules(unet: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:

@@ -2,7 +2,6 @@
 
 import pytest
 
-from freescale.tiling.levels import level_grids, token_grid
 from freescale.tiling.windows import (
     jitter_bounds,
     jitter_key,
@@ -82,11 +81,3 @@ def test_jitter_key_is_stable_and_distinguishes_every_field():
         jitter_key(123, 1, 10, 5),
     }
     assert base not in others and len(others) == 4
-
-
-def test_token_grid_finds_the_level():
-    assert level_grids((128, 96), 3) == [(128, 96), (64, 48), (32, 24)]
-    assert token_grid((128, 96), 64 * 48) == (64, 48)
-    assert level_grids((9, 5), 3) == [(9, 5), (5, 3), (3, 2)]
-    with pytest.raises(ValueError, match="7 tokens"):
-        token_grid((16, 16), 7)

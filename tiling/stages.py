@@ -10,11 +10,6 @@ def scale_counts(stage: Size, native: int) -> tuple[int, int]:
     return (stage[0] // native, stage[1] // native)
 
 
-def scale_count(stage: Size, native: int) -> int:
-    """n = max(n_h, n_w): sets the window size and the Gaussian kernel size 2n - 1."""
-    return max(scale_counts(stage, native))
-
-
 def _round_to_64(x: float) -> int:
     return max(64, int(round(x / 64.0)) * 64)
 

@@ -124,22 +124,6 @@ def tiles_input_rows(tiles: list[AxisTile], tile_span: Span) -> Span:
     return (tiles[t0].in_start, max(t.in_stop for t in tiles[t0:t1]))
 
 
-def decode_tile_rows(
-    latent_rows: int, out_rows: Span, tile_latent_min_size: int, tile_sample_min_size: int
-) -> Span:
-    """Tile rows [t0, t1) of a tiled decode of `latent_rows` latent rows that image rows `out_rows` need."""
-    tiles = decode_axis_tiles(latent_rows, tile_latent_min_size, tile_sample_min_size)
-    return contributing_tiles(tiles, out_rows)
-
-
-def encode_tile_rows(
-    image_rows: int, out_rows: Span, tile_sample_min_size: int, tile_latent_min_size: int
-) -> Span:
-    """Tile rows [t0, t1) of a tiled encode of `image_rows` pixel rows that latent rows `out_rows` need."""
-    tiles = encode_axis_tiles(image_rows, tile_sample_min_size, tile_latent_min_size)
-    return contributing_tiles(tiles, out_rows)
-
-
 def _bicubic_floor_indices(out_rows: Span, in_len: int, out_len: int) -> tuple[int, int]:
     """floor(src) of the first and last output row, in ATen's float32 arithmetic.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 
 import torch
 
@@ -21,12 +22,14 @@ def shifted_low_frequencies(length: int) -> list[int]:
     return [(c - length // 2) % length for c in shifted]
 
 
-def _basis(freqs: list[int], length: int, start: int, stop: int, device: torch.device) -> torch.Tensor:
-    """exp(-2 pi i k p / L) for the frequencies k and positions p in [start, stop), complex64 (K, P)."""
-    k = torch.tensor(freqs, dtype=torch.float64, device=device)[:, None]
-    p = torch.arange(start, stop, dtype=torch.float64, device=device)[None, :]
+@lru_cache(maxsize=256)
+def _basis(length: int, start: int, stop: int, device: torch.device) -> torch.Tensor:
+    """exp(-2 pi i k p / L) for the 4 low frequencies k and positions p in [start, stop), complex64
+    (K, P). Built on the host and cached: no host-device sync inside a UNet call."""
+    k = torch.tensor(shifted_low_frequencies(length), dtype=torch.float64)[:, None]
+    p = torch.arange(start, stop, dtype=torch.float64)[None, :]
     angle = -2 * math.pi * k * p / length
-    return torch.polar(torch.ones_like(angle), angle).to(torch.complex64)
+    return torch.polar(torch.ones_like(angle), angle).to(device, torch.complex64)
 
 
 def low_frequency_sums(x: torch.Tensor, row_start: int, full_height: int) -> torch.Tensor:
@@ -35,8 +38,8 @@ def low_frequency_sums(x: torch.Tensor, row_start: int, full_height: int) -> tor
     Summing the results of all row bands gives the whole plane's coefficients.
     """
     rows, width = x.shape[-2:]
-    eh = _basis(shifted_low_frequencies(full_height), full_height, row_start, row_start + rows, x.device)
-    ew = _basis(shifted_low_frequencies(width), width, 0, width, x.device)
+    eh = _basis(full_height, row_start, row_start + rows, x.device)
+    ew = _basis(width, 0, width, x.device)
     return torch.einsum("bchw,kh,lw->bckl", x.float().to(torch.complex64), eh, ew)
 
 
@@ -45,8 +48,8 @@ def apply_low_frequency_scale(
 ) -> torch.Tensor:
     """F(x, s) for the rows of x, given the plane's low coefficients: x + (s - 1) * their inverse."""
     rows, width = x.shape[-2:]
-    eh = _basis(shifted_low_frequencies(full_height), full_height, row_start, row_start + rows, x.device)
-    ew = _basis(shifted_low_frequencies(width), width, 0, width, x.device)
+    eh = _basis(full_height, row_start, row_start + rows, x.device)
+    ew = _basis(width, 0, width, x.device)
     low = torch.einsum("bckl,kh,lw->bchw", sums, eh.conj(), ew.conj()).real / (full_height * width)
     return (x.float() + (scale - 1.0) * low).to(x.dtype)
 

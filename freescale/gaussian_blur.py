@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 
@@ -15,19 +16,25 @@ def gaussian_weights(kernel_size: int, sigma: float = 1.0) -> list[float]:
     return [r / total for r in raw]
 
 
-def _blur_axis(x: torch.Tensor, weights: list[float], axis: int) -> torch.Tensor:
-    """Zero-padded 1-D convolution along `axis` as a few shifted multiply-adds: a handful of passes
-    over memory, several times faster than a one-channel conv1d over millions of rows."""
-    reach, length = len(weights) // 2, x.shape[axis]
-    out = x * weights[reach]
-    for shift in range(1, min(reach, length - 1) + 1):
-        out.narrow(axis, 0, length - shift).add_(
-            x.narrow(axis, shift, length - shift), alpha=weights[reach + shift]
-        )
-        out.narrow(axis, shift, length - shift).add_(
-            x.narrow(axis, 0, length - shift), alpha=weights[reach - shift]
-        )
-    return out
+@lru_cache(maxsize=128)
+def blur_matrix(
+    weights: tuple[float, ...], length: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """(length, length) banded matrix of the zero-padded 1-D convolution: row i holds input j's weight
+    for output i. Built once per length on the host: no host-device sync inside a UNet call."""
+    reach = len(weights) // 2
+    positions = torch.arange(length)
+    offset = positions[None, :] - positions[:, None]  # j - i
+    taps = torch.tensor(weights, dtype=torch.float64)[(offset + reach).clamp(0, 2 * reach)]
+    matrix = torch.where(offset.abs() <= reach, taps, 0.0)
+    return matrix.to(device, dtype)
+
+
+def _blur_axis(x: torch.Tensor, weights: tuple[float, ...], axis: int) -> torch.Tensor:
+    """Zero-padded 1-D convolution along `axis` as one matrix product: a single pass over memory on
+    the matrix units, where shifted multiply-adds would make 2 * reach + 1 passes."""
+    matrix = blur_matrix(weights, x.shape[axis], x.dtype, x.device)
+    return torch.movedim(torch.tensordot(x, matrix, dims=([axis], [1])), -1, axis)
 
 
 def gaussian_blur(
@@ -40,7 +47,7 @@ def gaussian_blur(
     """
     if kernel_size == 1:
         return x
-    weights = gaussian_weights(kernel_size, sigma)
+    weights = tuple(gaussian_weights(kernel_size, sigma))
     axes = (3, 2, 1) if channels else (2, 1)
     for axis in axes:
         x = _blur_axis(x, weights, axis)

@@ -65,7 +65,10 @@ def window_indices(windows: LocalWindows, device: torch.device) -> torch.Tensor:
     """(num_windows, window tokens) flat indices of each window's tokens in the padded grid."""
     wh, ww = windows.size
     width = windows.padded_grid[1]
-    corners = torch.tensor(windows.corners, dtype=torch.long, device=device)
+    corners = torch.tensor(windows.corners, dtype=torch.long)
+    if device.type == "cuda":  # from pinned memory the copy is asynchronous: no sync inside the UNet call
+        corners = corners.pin_memory()
+    corners = corners.to(device, non_blocking=True)
     rows = corners[:, :1, None] + torch.arange(wh, device=device)[None, :, None]
     cols = corners[:, 1:, None] + torch.arange(ww, device=device)[None, None, :]
     return (rows * width + cols).reshape(len(windows.corners), wh * ww)
@@ -86,8 +89,13 @@ def local_attention(qkv: torch.Tensor, windows: LocalWindows, heads: int) -> tor
         q, k, v = (t[:, part].reshape(-1, per_window, channels) for t in qkv)
         out = attend(q, k, v, heads).reshape(batch, -1, channels)
         total.index_add_(1, part.reshape(-1), out)
-    count = torch.bincount(index.reshape(-1), minlength=tokens).clamp(min=1)
-    return total / count.to(qkv.dtype)[None, :, None]
+    # Windows per token (small integers, exact in any float dtype); index_add_ rather than
+    # bincount so that the cost model can run this on meta tensors.
+    flat = index.reshape(-1)
+    count = torch.zeros(tokens, dtype=qkv.dtype, device=qkv.device).index_add_(
+        0, flat, torch.ones_like(flat, dtype=qkv.dtype)
+    )
+    return total / count.clamp(min=1)[None, :, None]
 
 
 def strided_subgrid_attention(

@@ -18,16 +18,18 @@ import torch
 
 def looped(qkv: torch.Tensor, windows, heads: int) -> torch.Tensor:
     """The reference's order of work: one attention call per window, accumulate, divide by count."""
-    from freescale.scale_attention import attend, window_indices
+    from freescale.scale_attention import attend, window_slices
 
     _, batch, tokens, channels = qkv.shape
-    total = torch.zeros(batch, tokens, channels, dtype=qkv.dtype)
-    count = torch.zeros(tokens, dtype=qkv.dtype)
-    for index in window_indices(windows, qkv.device):
-        q, k, v = qkv[:, :, index]
-        total[:, index] += attend(q, k, v, heads)
-        count[index] += 1
-    return total / count.clamp(min=1)[None, :, None]
+    width = windows.padded_grid[1]
+    grid = qkv.view(3, batch, tokens // width, width, channels)
+    total = torch.zeros(grid.shape[1:], dtype=qkv.dtype)
+    count = torch.zeros(grid.shape[2:4], dtype=qkv.dtype)
+    for rows, cols in window_slices(windows):
+        q, k, v = (t[:, rows, cols].reshape(batch, -1, channels) for t in grid)
+        total[:, rows, cols] += attend(q, k, v, heads).view(batch, rows.stop - rows.start, -1, channels)
+        count[rows, cols] += 1
+    return (total / count.clamp(min=1)[None, :, :, None]).view(batch, tokens, channels)
 
 
 def main() -> None:

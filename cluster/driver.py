@@ -9,9 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from freescale.cluster.rank_render import assemble, output_stages, render_on_rank, render_on_worker
+from freescale.checkpoints import CheckpointDir, Snapshot
+from freescale.cluster.checkpoint_queue import CheckpointQueue
+from freescale.cluster.rank_render import (
+    RenderResume,
+    assemble,
+    output_stages,
+    render_on_rank,
+    render_on_worker,
+)
 from freescale.cluster.shard_group import ShardGroup
-from freescale.cluster.worker_pool import WorkerPool
+from freescale.cluster.worker_pool import WorkerLost, WorkerPool
 from freescale.image_output import OutputOptions, save_image, stage_path
 from freescale.progress import Progress
 from freescale.render_config import RenderConfig
@@ -19,12 +27,14 @@ from freescale.render_config import RenderConfig
 
 @dataclass(frozen=True)
 class Placement:
-    """Where renders run: one rank in this process, or `workers` Ray actors."""
+    """Where renders run: one rank in this process, or `workers` Ray actors; how often a render whose
+    worker died is retried on fresh workers (from its last checkpoint, if it keeps any)."""
 
     workers: int = 1
     address: str | None = None
     strategy: str = "PACK"
     cfg_parallel: bool = False
+    max_retries: int = 0
 
     @property
     def in_process(self) -> bool:
@@ -46,10 +56,17 @@ def write_outputs(config: RenderConfig, results: list[dict], recipe: dict, progr
 class Renderer:
     """A warm model for many renders of the same model: `with Renderer(...) as r: r.render(config)`."""
 
-    def __init__(self, model_config: RenderConfig, placement: Placement, progress: Progress):
+    def __init__(
+        self,
+        model_config: RenderConfig,
+        placement: Placement,
+        progress: Progress,
+        checkpoints: CheckpointDir | None = None,
+    ):
         self.model_config = model_config  # only its model, model_config, device and dtype are used
         self.placement = placement
         self.progress = progress
+        self.checkpoints = checkpoints
         self.model = None
         self.pool: WorkerPool | None = None
         self.identity = ""
@@ -81,10 +98,36 @@ class Renderer:
             self.pool.shutdown()
 
     def render(self, config: RenderConfig) -> list[dict]:
-        """Every rank's result for one render (images by stage; latents from rank 0)."""
+        """Every rank's result for one render (images by stage; latents from rank 0). A lost worker
+        costs a fresh pool and a resume from the last checkpoint, up to `max_retries` times."""
+        retries = 0
+        while True:
+            snapshot = self.checkpoints.load(len(config.stages)) if self.checkpoints else None
+            if snapshot is not None and (snapshot.finished or snapshot.latents is not None):
+                self.progress.note(f"resuming from {snapshot.describe()} ({self.checkpoints.path})")
+            try:
+                return self._render_once(config, snapshot)
+            except WorkerLost as lost:
+                if retries >= self.placement.max_retries:
+                    raise
+                retries += 1
+                self.progress.note(
+                    f"{lost}; starting fresh workers (retry {retries}/{self.placement.max_retries})"
+                )
+                self.pool = self.pool.restarted()
+                self.progress.note(f"{self.pool.world} workers ready ({self.pool.backend})")
+
+    def _render_once(self, config: RenderConfig, snapshot: Snapshot | None) -> list[dict]:
+        every = self.checkpoints.every if self.checkpoints else None
         if self.pool is None:
-            return [render_on_rank(self.model, ShardGroup.single(), config, self.progress)]
-        return self.pool.run(render_on_worker, config, self.placement.cfg_parallel)
+            sink = self.checkpoints.save if self.checkpoints else None
+            resume = RenderResume(snapshot, every, sink)
+            return [render_on_rank(self.model, ShardGroup.single(), config, self.progress, resume=resume)]
+        if self.checkpoints is None:
+            return self.pool.run(render_on_worker, config, self.placement.cfg_parallel)
+        with CheckpointQueue(self.checkpoints.save) as queue:
+            resume = RenderResume(snapshot, every, queue.worker_sink)
+            return self.pool.run(render_on_worker, config, self.placement.cfg_parallel, resume)
 
     def render_to_files(self, config: RenderConfig) -> list[str]:
         from freescale.rendering import recipe

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from freescale.cascade import Cascade
+from freescale.checkpoints import CheckpointSink, Snapshot
 from freescale.progress import Progress
 from freescale.render_config import RenderConfig
 from freescale.tiling.bands import row_bands
+
+
+@dataclass(frozen=True)
+class RenderResume:
+    """Where a render starts (a checkpoint's snapshot) and where its checkpoints go (`sink`, called on
+    world rank 0 only; on Ray workers it puts them in the driver's queue). `every`: steps between
+    mid-stage checkpoints; None keeps none."""
+
+    snapshot: Snapshot | None = None
+    every: int | None = None
+    sink: CheckpointSink | None = None
 
 
 def output_stages(config: RenderConfig) -> list[int]:
@@ -30,19 +44,26 @@ def render_on_rank(
     progress: Progress | None = None,
     stages: list[int] | None = None,
     cfg_parallel: bool = False,
+    resume: RenderResume | None = None,
 ) -> dict:
     """Run the cascade; returns this rank's image rows of each stage in `stages` (default: the
     output stages), and on rank 0 every stage's latents. With `cfg_parallel` the ranks form two
-    groups, one per half of the guidance batch."""
+    groups, one per half of the guidance batch. `resume` continues from and keeps checkpoints."""
     from freescale.cluster.cfg_split import split_for_cfg
     from freescale.vae_transitions import vae_scale
 
     with torch.inference_mode():
+        resume = resume or RenderResume()
+        checkpoints = {
+            "snapshot": resume.snapshot,
+            "checkpoint_every": resume.every,
+            "on_checkpoint": resume.sink,
+        }
         if cfg_parallel:
             band_group, cfg = split_for_cfg(group)
-            cascade = Cascade(model, config, progress, band_group, cfg)
+            cascade = Cascade(model, config, progress, band_group, cfg, **checkpoints)
         else:
-            cascade = Cascade(model, config, progress, group)
+            cascade = Cascade(model, config, progress, group, **checkpoints)
         latents = cascade.run()
         scale = vae_scale(model.pipe.vae)
         images: dict[int, np.ndarray] = {}
@@ -53,10 +74,14 @@ def render_on_rank(
     return {"images": images, "latents": [t.cpu() for t in latents] if group.rank == 0 else None}
 
 
-def render_on_worker(state, config: RenderConfig, cfg_parallel: bool = False) -> dict:
+def render_on_worker(
+    state, config: RenderConfig, cfg_parallel: bool = False, resume: RenderResume | None = None
+) -> dict:
     """Entry point on a Ray worker (`WorkerPool.run`): rank 0 reports progress as plain log lines."""
     progress = Progress(quiet=state.rank != 0)
-    return render_on_rank(state.model, state.group, config, progress, cfg_parallel=cfg_parallel)
+    return render_on_rank(
+        state.model, state.group, config, progress, cfg_parallel=cfg_parallel, resume=resume
+    )
 
 
 def assemble(results: list[dict], stage: int) -> np.ndarray:

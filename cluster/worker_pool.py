@@ -185,6 +185,25 @@ class WorkerPool:
                 f"({len(nodes)} node(s), {totals} in all) can hold only {fit}"
             )
 
+    def restarted(self) -> WorkerPool:
+        """A fresh pool with the same settings, started, after shutting this one down (after a lost
+        worker). Ray keeps running in between; the new pool stops it at the end if this one would have."""
+        owned, self._started_ray = self._started_ray, False
+        self.shutdown()
+        fresh = WorkerPool(
+            self.world, model=self.model, model_config=self.model_config, device=self.device,
+            dtype=self.dtype, use_gpu=self.use_gpu, strategy=self.strategy, address=self.address,
+            timeout_s=self.timeout_s, cpus_per_worker=self.cpus_per_worker,
+            start_timeout_s=self.start_timeout_s,
+        )  # fmt: skip
+        fresh._started_ray = owned
+        try:
+            fresh.start()
+        except BaseException:
+            fresh.shutdown()
+            raise
+        return fresh
+
     def shutdown(self) -> None:
         """Kill every actor, remove the placement group and stop Ray if this pool started it; idempotent."""
         actors, self._actors = self._actors, []

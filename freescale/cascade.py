@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from freescale import vae_transitions
+from freescale.checkpoints import CheckpointEvent, CheckpointSink, Snapshot, supports_mid_stage
 from freescale.cluster.band_ops import shard_context_of
 from freescale.cluster.cfg_split import CfgSplit
 from freescale.cluster.shard_group import ShardGroup
@@ -76,9 +77,10 @@ def denoise(
     seed: int,
     stage: int,
     before_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
-    after_step: Callable[[int], None] | None = None,
+    after_step: Callable[[int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
-    """Steps first_step .. end of an already set schedule; `before_step(i, latents)` may replace latents."""
+    """Steps first_step .. end of an already set schedule; `before_step(i, latents)` may replace latents,
+    `after_step(i, latents)` sees the latents step i produced."""
     scheduler.set_begin_index(first_step)
     for i in range(first_step, len(scheduler.timesteps)):
         t = scheduler.timesteps[i]
@@ -88,12 +90,17 @@ def denoise(
         generator = keyed_generator(seed, "sampler", stage, i)
         latents = scheduler.step(eps, t, latents, generator=generator, return_dict=False)[0]
         if after_step is not None:
-            after_step(i)
+            after_step(i, latents)
     return latents
 
 
 class Cascade:
-    """One render on one rank: `run()` returns every stage's whole latents, the same on every rank."""
+    """One render on one rank: `run()` returns every stage's whole latents, the same on every rank.
+
+    From a `snapshot` it continues where an earlier run stopped. With `checkpoint_every` (the same on
+    every rank, as it decides collectives) the latents are gathered every that many steps and at each
+    stage end, and world rank 0 hands them to `on_checkpoint`.
+    """
 
     def __init__(
         self,
@@ -102,6 +109,9 @@ class Cascade:
         progress: Progress | None = None,
         group: ShardGroup | None = None,
         cfg: CfgSplit | None = None,
+        snapshot: Snapshot | None = None,
+        checkpoint_every: int | None = None,
+        on_checkpoint: CheckpointSink | None = None,
     ):
         self.pipe = model.pipe
         self.native = model.native_size
@@ -115,6 +125,10 @@ class Cascade:
         self.shard = shard_context_of(self.unet)
         self.mask = load_binary_mask(config.mask) if config.mask else None
         _check_deterministic_sampler(self.scheduler, self.group.world)
+        self.snapshot = snapshot or Snapshot()
+        mid_stage = checkpoint_every is not None and supports_mid_stage(self.scheduler)
+        self.checkpoint_every = checkpoint_every if mid_stage else None
+        self.on_checkpoint = on_checkpoint if self.world.rank == 0 else None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -127,15 +141,39 @@ class Cascade:
     def run(self) -> list[torch.Tensor]:
         c = self.config
         cond = encode_conditioning(self.pipe, c.prompt, c.negative_prompt, c.guidance, c.stages[0])
+        results = [t.to(self.device, self.dtype) for t in self.snapshot.finished]
         with freeu_applied(self.unet, c.freeu, self.shard):
-            results = [self.base_stage(cond)]
-            for stage in range(1, len(c.stages)):
-                results.append(self.upper_stage(stage, results[-1], cond))
+            if not results:
+                results.append(self._finish(0, self.base_stage(cond)))
+            for stage in range(len(results), len(c.stages)):
+                results.append(self._finish(stage, self.upper_stage(stage, results[-1], cond)))
         return results
 
-    def _report(self, stage: int, first: int) -> Callable[[int], None]:
-        steps, num_stages = self.config.steps, len(self.config.stages)
-        return lambda i: self.progress.step(stage, num_stages, i, steps, first_step=first)
+    def _finish(self, stage: int, latents: torch.Tensor) -> torch.Tensor:
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(CheckpointEvent(stage, latents.cpu()))
+        return latents
+
+    def _resume_point(self, stage: int) -> tuple[int, torch.Tensor] | None:
+        """(next step, whole latents) when the snapshot stopped inside this stage."""
+        s = self.snapshot
+        if s.latents is None or len(s.finished) != stage:
+            return None
+        return s.step, s.latents.to(self.device, self.dtype)
+
+    def _after_step(self, stage: int, first: int, gather=None) -> Callable[[int, torch.Tensor], None]:
+        """Progress, and every `checkpoint_every` steps the whole latents for the checkpoint."""
+        steps, num_stages, every = self.config.steps, len(self.config.stages), self.checkpoint_every
+
+        def after(i: int, latents: torch.Tensor) -> None:
+            self.progress.step(stage, num_stages, i, steps, first_step=first)
+            if every is None or (i + 1) % every or i + 1 == steps:
+                return
+            whole = gather(latents) if gather is not None else latents
+            if self.on_checkpoint is not None:
+                self.on_checkpoint(CheckpointEvent(stage, whole.cpu(), step=i + 1))
+
+        return after
 
     def _latent_shape(self, stage: int) -> tuple[int, int, int, int]:
         h, w = self.config.stages[stage]
@@ -163,10 +201,13 @@ class Cascade:
             noise = keyed_normal(shape, c.seed, "vae-sample", 0)
             return vae_transitions.encode_image(self.vae, pixels, noise).to(self.dtype)
         self.scheduler.set_timesteps(c.steps, device=self.device)
-        noise = keyed_normal(shape, c.seed, "initial", dtype=self.dtype, device=self.device)
-        latents = noise * self.scheduler.init_noise_sigma
+        first, latents = self._resume_point(0) or (0, None)
+        if latents is None:
+            noise = keyed_normal(shape, c.seed, "initial", dtype=self.dtype, device=self.device)
+            latents = noise * self.scheduler.init_noise_sigma
         predict = guided_predictor(self.unet, self.scheduler, cond)
-        return denoise(self.scheduler, predict, latents, 0, c.seed, 0, after_step=self._report(0, 0))
+        after = self._after_step(0, first)
+        return denoise(self.scheduler, predict, latents, first, c.seed, 0, after_step=after)
 
     def upper_stage(self, stage: int, previous: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         c = self.config
@@ -200,12 +241,19 @@ class Cascade:
                 )
                 return latents * (1 - factor) + noised[i - first] * factor
 
+            def gather(band: torch.Tensor) -> torch.Tensor:
+                return self.group.all_gather_rows(band.contiguous(), self.shard.bands, dim=-2)
+
+            start, latents = first, noised[0]
+            resume = self._resume_point(stage)
+            if resume is not None:
+                start, latents = resume[0], resume[1][..., a:b, :]
             predict = guided_predictor(self.unet, self.scheduler, cond, self.cfg)
             band = denoise(
-                self.scheduler, predict, noised[0], first, c.seed, stage,
-                before_step=before_step, after_step=self._report(stage, first),
+                self.scheduler, predict, latents, start, c.seed, stage,
+                before_step=before_step, after_step=self._after_step(stage, start, gather),
             )  # fmt: skip
-        return self.group.all_gather_rows(band.contiguous(), self.shard.bands, dim=-2)
+        return gather(band)
 
     def image_rows(self, latents: torch.Tensor, pixel_rows: tuple[int, int]) -> np.ndarray:
         """Rows of a stage's image (H, W, 3) at the config's bit depth, from the stage's whole latents."""

@@ -8,6 +8,7 @@ import time
 
 from freescale.errors import ConfigError
 from freescale.render_config import (
+    DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_NEGATIVE_PROMPT,
     FREEU_DEFAULT,
     PRESET_KEYS,
@@ -122,6 +123,24 @@ def _add_render_options(p: argparse.ArgumentParser) -> None:
         help="TIFF only: add half-size reductions for fast viewing (default: off)",
     )
     g.add_argument("--quiet", action="store_true", help="no progress output")
+    g = p.add_argument_group("checkpoints and retries")
+    g.add_argument(
+        "--checkpoint-dir",
+        help="keep checkpoints (each stage's latents, and every --checkpoint-every steps) in this directory; "
+        "a rerun with the same settings continues from it (default: none)",
+    )
+    g.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=DEFAULT_CHECKPOINT_EVERY,
+        help=f"steps between mid-stage checkpoints (default: {DEFAULT_CHECKPOINT_EVERY})",
+    )
+    g.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the render whose checkpoints are in DIR, with its settings; only output and "
+        "cluster options may be given",
+    )
     _add_cluster_options(p)
 
 
@@ -150,20 +169,46 @@ def _add_cluster_options(p: argparse.ArgumentParser) -> None:
         help="split the guidance batch over two equal groups of workers (needs an even --workers and "
         "--guidance > 1; default: off)",
     )
+    g.add_argument(
+        "--max-retries",
+        type=int,
+        default=2,
+        help="after a worker dies, start fresh workers and go on from the last checkpoint (or from the "
+        "start without --checkpoint-dir) up to this many times (default: 2)",
+    )
 
 
 # Every option a preset may set, and --overwrite, which only a flag may.
 RENDER_KEYS = tuple(sorted(PRESET_KEYS | {"overwrite"}))
+# What --resume may change: where and how the outputs are written.
+RESUME_KEYS = ("output", "overwrite", "save_stages", "bit_depth", "dpi", "pyramid")
+
+
+def _resume_values(args: argparse.Namespace) -> dict:
+    from freescale.checkpoints import resume_values
+
+    others = [k for k in RENDER_KEYS if getattr(args, k) is not None and k not in RESUME_KEYS]
+    others += [k for k in ("from_recipe", "preset", "checkpoint_dir") if getattr(args, k) is not None]
+    if others:
+        names = ", ".join(k if k == "prompt" else "--" + k.replace("_", "-") for k in others)
+        raise ConfigError(f"--resume takes the render's settings from {args.resume}; drop {names}")
+    values = resume_values(args.resume)
+    values.update({k: getattr(args, k) for k in RESUME_KEYS if getattr(args, k) is not None})
+    return values
 
 
 def config_from_args(args: argparse.Namespace):
-    """Preset, then flags; returns (config, model source). Loads nothing heavy."""
+    """Preset, then flags (or a checkpoint's settings with --resume); returns (config, model source).
+    Loads nothing heavy."""
     from freescale.model_loading import resolve_model_source
     from freescale.native_resolution import native_size_of
 
-    values = load_recipe(args.from_recipe) if args.from_recipe else {}
-    values.update(load_preset(args.preset) if args.preset else {})
-    values.update({k: getattr(args, k) for k in RENDER_KEYS if getattr(args, k) is not None})
+    if getattr(args, "resume", None):
+        values = _resume_values(args)
+    else:
+        values = load_recipe(args.from_recipe) if args.from_recipe else {}
+        values.update(load_preset(args.preset) if args.preset else {})
+        values.update({k: getattr(args, k) for k in RENDER_KEYS if getattr(args, k) is not None})
     source = resolve_model_source(values.get("model", "tiny"), values.get("model_config"))
     return build_config(values, native_size_of(source)), source
 
@@ -202,6 +247,7 @@ def check_sharding(config, workers: int, cfg_parallel: bool) -> None:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from freescale.checkpoints import CheckpointDir
     from freescale.cluster.driver import Placement
     from freescale.cluster.rank_render import output_stages
     from freescale.image_output import stage_path
@@ -216,14 +262,20 @@ def cmd_render(args: argparse.Namespace) -> int:
     )
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers {args.workers} must be at least 1")
+    if args.max_retries < 0:
+        raise ConfigError(f"--max-retries {args.max_retries} must be 0 or more")
     workers = args.workers or default_workers(args.address)
     check_sharding(config, workers, args.cfg_parallel)
+    checkpoint_path = args.resume or args.checkpoint_dir
+    checkpoints = CheckpointDir(checkpoint_path, args.checkpoint_every) if checkpoint_path else None
+    if checkpoints is not None:
+        checkpoints.claim(config)  # refuses a directory holding another render
     progress = Progress(quiet=args.quiet)
     started = time.monotonic()
     stages = " -> ".join(f"{w}x{h}" for h, w in config.stages)
     progress.note(f"model {config.model}; stages {stages}; {workers} worker(s)")
-    placement = Placement(workers, args.address, args.strategy, args.cfg_parallel)
-    written = render_to_files(config, placement, progress)
+    placement = Placement(workers, args.address, args.strategy, args.cfg_parallel, args.max_retries)
+    written = render_to_files(config, placement, progress, checkpoints)
     progress.note(f"done in {time.monotonic() - started:.1f}s: {', '.join(written)}")
     return 0
 

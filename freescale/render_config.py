@@ -182,6 +182,11 @@ def load_recipe(path: str) -> dict[str, Any]:
         raise ConfigError(f"--from-recipe {path}: not a readable JSON recipe ({exc})") from None
     if not isinstance(recipe, dict) or "stages" not in recipe or "prompt" not in recipe:
         raise ConfigError(f"--from-recipe {path}: not a freescale recipe (no prompt and stages)")
+    return recipe_values(recipe)
+
+
+def recipe_values(recipe: dict[str, Any]) -> dict[str, Any]:
+    """A recipe's render options as preset-style values (stages as the text a user would write)."""
     values = {k: v for k, v in recipe.items() if k in PRESET_KEYS}
     values["stages"] = ",".join(f"{w}x{h}" for h, w in recipe["stages"])
     return values
@@ -259,6 +264,9 @@ def _number(value: Any, what: str, kind: type):
         raise ConfigError(f"{what} {value!r} is not a whole number")
     return number
 
+
+# Steps between mid-stage checkpoints (checkpoints.py; here so that the CLI's help needs no torch).
+DEFAULT_CHECKPOINT_EVERY = 5
 
 # ---- presets ----
 

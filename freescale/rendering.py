@@ -42,10 +42,11 @@ def render(
     return [Image.fromarray(assemble([result], stage)) for stage in stages]
 
 
-def render_to_files(config: RenderConfig, placement, progress: Progress) -> list[str]:
+def render_to_files(config: RenderConfig, placement, progress: Progress, checkpoints=None) -> list[str]:
     """Render with one in-process rank or on Ray workers (a `cluster.driver.Placement`), then write
-    the outputs atomically; returns the paths written."""
+    the outputs atomically; returns the paths written. `checkpoints`: a `checkpoints.CheckpointDir`
+    to resume from and keep checkpoints in."""
     from freescale.cluster.driver import Renderer
 
-    with Renderer(config, placement, progress) as renderer:
+    with Renderer(config, placement, progress, checkpoints) as renderer:
         return renderer.render_to_files(config)

@@ -17,8 +17,10 @@ from freescale.gaussian_blur import gaussian_blur
 from freescale.tiling.bands import clip
 from freescale.tiling.windows import LocalWindows, jitter_key, local_windows, windows_touching_rows
 
-# Bounds the gathered q/k/v of one batched local-attention call, in (batch x window x token) rows.
-WINDOW_TOKENS_PER_CALL = 1 << 18
+# Query rows (batch x windows x window tokens) of one batched local-attention call. Batching pays only
+# for small windows, where per-call overhead dominates; a window of this size or larger fills a call on
+# its own (measured: bench/window_batching.py). It also bounds the memory of the stacked q/k/v.
+WINDOW_TOKENS_PER_CALL = 1 << 13
 
 
 @dataclass
@@ -61,41 +63,36 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> tor
     return _merge_heads(out).to(q.dtype)
 
 
-def window_indices(windows: LocalWindows, device: torch.device) -> torch.Tensor:
-    """(num_windows, window tokens) flat indices of each window's tokens in the padded grid."""
+def window_slices(windows: LocalWindows) -> list[tuple[slice, slice]]:
+    """(rows, columns) of each window in the padded grid."""
     wh, ww = windows.size
-    width = windows.padded_grid[1]
-    corners = torch.tensor(windows.corners, dtype=torch.long)
-    if device.type == "cuda":  # from pinned memory the copy is asynchronous: no sync inside the UNet call
-        corners = corners.pin_memory()
-    corners = corners.to(device, non_blocking=True)
-    rows = corners[:, :1, None] + torch.arange(wh, device=device)[None, :, None]
-    cols = corners[:, 1:, None] + torch.arange(ww, device=device)[None, None, :]
-    return (rows * width + cols).reshape(len(windows.corners), wh * ww)
+    return [(slice(r, r + wh), slice(c, c + ww)) for r, c in windows.corners]
 
 
 def local_attention(qkv: torch.Tensor, windows: LocalWindows, heads: int) -> torch.Tensor:
     """Average of every window's attention output, per token of the padded grid: (B, Hp * Wp, C).
 
-    `qkv` is (3, B, Hp * Wp, C): projections of the zero-padded grid.
+    `qkv` is (3, B, Hp * Wp, C): projections of the zero-padded grid. Windows are cut out as slices
+    (one copy kernel per chunk of windows) and their outputs added back as slices: no index tensors,
+    no atomics, no host-device traffic.
     """
     _, batch, tokens, channels = qkv.shape
-    index = window_indices(windows, qkv.device)
-    num_windows, per_window = index.shape
-    total = torch.zeros(batch, tokens, channels, dtype=qkv.dtype, device=qkv.device)
-    chunk = max(1, WINDOW_TOKENS_PER_CALL // (batch * per_window))
-    for first in range(0, num_windows, chunk):
-        part = index[first : first + chunk]
-        q, k, v = (t[:, part].reshape(-1, per_window, channels) for t in qkv)
-        out = attend(q, k, v, heads).reshape(batch, -1, channels)
-        total.index_add_(1, part.reshape(-1), out)
-    # Windows per token (small integers, exact in any float dtype); index_add_ rather than
-    # bincount so that the cost model can run this on meta tensors.
-    flat = index.reshape(-1)
-    count = torch.zeros(tokens, dtype=qkv.dtype, device=qkv.device).index_add_(
-        0, flat, torch.ones_like(flat, dtype=qkv.dtype)
-    )
-    return total / count.clamp(min=1)[None, :, None]
+    width = windows.padded_grid[1]
+    grid = qkv.view(3, batch, tokens // width, width, channels)
+    wh, ww = windows.size
+    total = torch.zeros(grid.shape[1:], dtype=qkv.dtype, device=qkv.device)
+    count = torch.zeros(grid.shape[2:4], dtype=qkv.dtype, device=qkv.device)
+    slices = window_slices(windows)
+    chunk = max(1, WINDOW_TOKENS_PER_CALL // (batch * wh * ww))
+    for first in range(0, len(slices), chunk):
+        part = slices[first : first + chunk]
+        q, k, v = (torch.stack([t[:, rows, cols] for rows, cols in part], dim=1) for t in grid)
+        out = attend(*(t.reshape(-1, wh * ww, channels) for t in (q, k, v)), heads)
+        out = out.view(batch, len(part), wh, ww, channels)
+        for j, (rows, cols) in enumerate(part):
+            total[:, rows, cols] += out[:, j]
+            count[rows, cols] += 1  # windows per token: small integers, exact in any float dtype
+    return (total / count.clamp(min=1)[None, :, :, None]).view(batch, tokens, channels)
 
 
 def strided_subgrid_attention(

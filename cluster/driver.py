@@ -1,28 +1,34 @@
 """The driver: keep the model warm (in this process, or on a pool of Ray workers), run renders sharded
-over all ranks, stack the ranks' image rows and write the outputs.
+over all ranks, and write the outputs strip by strip as the ranks' rows arrive.
 
 Reads top to bottom: `Renderer` starts the pool once (placement group, actors, process group, model
-loaded once per actor); each `render(config)` has every rank render its bands, then writes files.
+loaded once per actor); each `render_to_files(config)` has every rank render its bands (resuming from
+checkpoints after a lost worker), then streams each output image into its file.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from freescale.checkpoints import CheckpointDir, Snapshot
+import numpy as np
+
+from freescale.checkpoints import CheckpointDir
 from freescale.cluster.checkpoint_queue import CheckpointQueue
 from freescale.cluster.rank_render import (
     RenderResume,
-    assemble,
     output_stages,
-    render_on_rank,
+    output_strips,
+    render_latents,
     render_on_worker,
+    take_strip,
 )
 from freescale.cluster.shard_group import ShardGroup
 from freescale.cluster.worker_pool import WorkerLost, WorkerPool
-from freescale.image_output import OutputOptions, save_image, stage_path
+from freescale.image_output import OutputOptions, stage_path
 from freescale.progress import Progress
 from freescale.render_config import RenderConfig
+from freescale.streaming_output import write_image_strips
 
 
 @dataclass(frozen=True)
@@ -41,20 +47,8 @@ class Placement:
         return self.workers == 1 and self.address is None and not self.cfg_parallel
 
 
-def write_outputs(config: RenderConfig, results: list[dict], recipe: dict, progress: Progress) -> list[str]:
-    written = []
-    last = len(config.stages) - 1
-    for stage in output_stages(config):
-        path = config.output if stage == last else stage_path(config.output, stage, config.stages[stage])
-        progress.note(f"writing {path}")
-        options = OutputOptions(dpi=config.dpi, pyramid=config.pyramid)
-        save_image(assemble(results, stage), path, config.overwrite, {**recipe, "stage": stage}, options)
-        written.append(path)
-    return written
-
-
 class Renderer:
-    """A warm model for many renders of the same model: `with Renderer(...) as r: r.render(config)`."""
+    """A warm model for many renders of the same model: `with Renderer(...) as r: r.render_to_files(c)`."""
 
     def __init__(
         self,
@@ -97,42 +91,71 @@ class Renderer:
         if self.pool is not None:
             self.pool.shutdown()
 
-    def render(self, config: RenderConfig) -> list[dict]:
-        """Every rank's result for one render (images by stage; latents from rank 0). A lost worker
-        costs a fresh pool and a resume from the last checkpoint, up to `max_retries` times."""
+    def render_to_files(self, config: RenderConfig) -> list[str]:
+        """Render, then write the outputs strip by strip (the driver holds one strip and the writer's
+        buffer, never the image); returns the paths written. A lost worker, while rendering or while
+        the outputs are fetched, costs a fresh pool and a resume from the last checkpoint, up to
+        `max_retries` times."""
         retries = 0
         while True:
-            snapshot = self.checkpoints.load(len(config.stages)) if self.checkpoints else None
-            if snapshot is not None and (snapshot.finished or snapshot.latents is not None):
-                self.progress.note(f"resuming from {snapshot.describe()} ({self.checkpoints.path})")
             try:
-                return self._render_once(config, snapshot)
+                return self._write_outputs(config, self._render(config))
             except WorkerLost as lost:
                 if retries >= self.placement.max_retries:
                     raise
                 retries += 1
-                self.progress.note(
-                    f"{lost}; starting fresh workers (retry {retries}/{self.placement.max_retries})"
-                )
+                limit = self.placement.max_retries
+                self.progress.note(f"{lost}; starting fresh workers (retry {retries}/{limit})")
                 self.pool = self.pool.restarted()
                 self.progress.note(f"{self.pool.world} workers ready ({self.pool.backend})")
 
-    def _render_once(self, config: RenderConfig, snapshot: Snapshot | None) -> list[dict]:
+    def _render(self, config: RenderConfig) -> list[dict]:
+        """Every rank's result: in this process the latents; on workers the strip counts per stage (the
+        strips stay there until fetched) and, from rank 0, the latents."""
+        snapshot = self.checkpoints.load(len(config.stages)) if self.checkpoints else None
+        if snapshot is not None and (snapshot.finished or snapshot.latents is not None):
+            self.progress.note(f"resuming from {snapshot.describe()} ({self.checkpoints.path})")
         every = self.checkpoints.every if self.checkpoints else None
         if self.pool is None:
             sink = self.checkpoints.save if self.checkpoints else None
             resume = RenderResume(snapshot, every, sink)
-            return [render_on_rank(self.model, ShardGroup.single(), config, self.progress, resume=resume)]
+            group = ShardGroup.single()
+            return [{"latents": render_latents(self.model, group, config, self.progress, resume=resume)}]
         if self.checkpoints is None:
             return self.pool.run(render_on_worker, config, self.placement.cfg_parallel)
         with CheckpointQueue(self.checkpoints.save) as queue:
             resume = RenderResume(snapshot, every, queue.worker_sink)
             return self.pool.run(render_on_worker, config, self.placement.cfg_parallel, resume)
 
-    def render_to_files(self, config: RenderConfig) -> list[str]:
+    def _strips(self, config: RenderConfig, results: list[dict], stage: int) -> Iterator[np.ndarray]:
+        """A stage's image, top to bottom: decoded here as the VAE tiles come, or fetched strip by
+        strip from the ranks in band order."""
+        if self.pool is None:
+            rows = (0, config.stages[stage][0])
+            yield from output_strips(self.model, config, results[0]["latents"][stage], rows)
+            return
+        for rank, result in enumerate(results):
+            for _ in range(result["strips"].get(stage, 0)):
+                yield self.pool.run_on(rank, take_strip, stage)
+
+    def _write_outputs(self, config: RenderConfig, results: list[dict]) -> list[str]:
         from freescale.rendering import recipe
 
-        return write_outputs(config, self.render(config), recipe(config, self.identity), self.progress)
+        stamp = recipe(config, self.identity)
+        options = OutputOptions(dpi=config.dpi, pyramid=config.pyramid)
+        dtype = np.uint16 if config.bit_depth == 16 else np.uint8
+        written = []
+        last = len(config.stages) - 1
+        for stage in output_stages(config):
+            size = config.stages[stage]
+            path = config.output if stage == last else stage_path(config.output, stage, size)
+            self.progress.note(f"writing {path}")
+            strips = self._strips(config, results, stage)
+            write_image_strips(
+                strips, size, dtype, path, config.overwrite, {**stamp, "stage": stage}, options
+            )
+            written.append(path)
+        return written
 
 
 def _model_identity(state) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -23,6 +23,7 @@ class WorkerState:
     group: ShardGroup
     model: Any  # freescale.model_loading.LoadedModel, or None when the pool was built without a model
     device: torch.device
+    held: dict = field(default_factory=dict)  # results kept for the driver to fetch piece by piece
 
 
 class RenderWorker:

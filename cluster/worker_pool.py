@@ -264,9 +264,17 @@ class WorkerPool:
             refs.append(actor.run.remote(fn, *mine, *shared_args, **shared_kwargs))
         return self._gather(refs)
 
-    def _gather(self, refs: list[Any]) -> list[Any]:
+    def run_on(self, rank: int, fn: Callable[..., Any], *args: Any) -> Any:
+        """fn(state, *args) on one rank (the others idle), e.g. to fetch a piece of its result."""
+        if self._broken:
+            raise RuntimeError("WorkerPool is unusable after a failed run; start a new pool")
+        return self._gather([self._actors[rank].run.remote(fn, *args)], [rank])[0]
+
+    def _gather(self, refs: list[Any], ranks: list[int] | None = None) -> list[Any]:
         """Wait for one call per rank; on failure prefer naming the rank whose actor died."""
-        rank_of = {ref: rank for rank, ref in enumerate(refs)}
+        ranks = ranks if ranks is not None else list(range(len(refs)))
+        rank_of = dict(zip(refs, ranks, strict=True))
+        index_of = {ref: i for i, ref in enumerate(refs)}
         results: list[Any] = [None] * len(refs)
         pending = list(refs)
         failure: tuple[int, Exception] | None = None
@@ -279,7 +287,7 @@ class WorkerPool:
             for ref in ready:
                 rank = rank_of[ref]
                 try:
-                    results[rank] = ray.get(ref)
+                    results[index_of[ref]] = ray.get(ref)
                 except _ACTOR_DEATH as exc:
                     self._broken = True
                     raise WorkerLost(rank, self._nodes[rank], self._pids[rank], _summary(exc)) from exc

@@ -246,6 +246,53 @@ def check_sharding(config, workers: int, cfg_parallel: bool) -> None:
             )
 
 
+def preflight_render(config, placement) -> None:
+    """Refuse, before any model is loaded, a render whose estimated memory per worker exceeds the
+    devices the workers would get (the smallest free memory Ray reports)."""
+    from freescale.device_memory import local_device, query_worker_devices
+    from freescale.model_spec import model_spec
+    from freescale.plan import plan_for_config
+    from freescale.preflight import preflight
+
+    if placement.in_process:
+        found = local_device(config.device)
+    else:
+        found = query_worker_devices(placement.workers, address=placement.address)
+    spec = model_spec(config.model, config.model_config)
+    plan = plan_for_config(
+        config, placement.workers, device=found.name, cfg_parallel=placement.cfg_parallel, model=spec
+    )
+    preflight(plan, found.memory_bytes, available_workers=found.devices)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from freescale.cost_calibration import link_for
+    from freescale.model_spec import model_spec
+    from freescale.plan import make_plan
+    from freescale.plan_format import format_plan, plan_json
+    from freescale.preflight import preflight
+    from freescale.render_config import resolve_stages
+
+    if args.workers < 1:
+        raise ConfigError(f"--workers {args.workers} must be at least 1")
+    if args.device_memory is not None and not args.device_memory > 0:
+        raise ConfigError(f"--device-memory {args.device_memory} must be a positive number of GiB")
+    spec = model_spec(args.model, args.model_config)
+    stages = resolve_stages(spec.native_size, args.stages, args.size, args.scale, args.stage_rule or "double")
+    if args.cfg_parallel and args.workers % 2:
+        raise ConfigError(f"--cfg-parallel needs an even number of workers, got --workers {args.workers}")
+    plan = make_plan(
+        stages, args.workers, model=spec, device=args.device,
+        link=link_for(args.link, args.link_gbps, args.link_latency_us), fast_mode=args.fast_mode,
+        cfg_parallel=args.cfg_parallel, steps=args.steps, restart=args.restart,
+    )  # fmt: skip
+    print(plan_json(plan) if args.json else format_plan(plan))
+    if args.device_memory is not None:
+        preflight(plan, args.device_memory * 2**30)
+        print(f"fits devices of {args.device_memory:g} GiB")
+    return 0
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     from freescale.checkpoints import CheckpointDir
     from freescale.cluster.driver import Placement
@@ -266,6 +313,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-retries {args.max_retries} must be 0 or more")
     workers = args.workers or default_workers(args.address)
     check_sharding(config, workers, args.cfg_parallel)
+    placement = Placement(workers, args.address, args.strategy, args.cfg_parallel, args.max_retries)
+    preflight_render(config, placement)
     checkpoint_path = args.resume or args.checkpoint_dir
     checkpoints = CheckpointDir(checkpoint_path, args.checkpoint_every) if checkpoint_path else None
     if checkpoints is not None:
@@ -274,7 +323,6 @@ def cmd_render(args: argparse.Namespace) -> int:
     started = time.monotonic()
     stages = " -> ".join(f"{w}x{h}" for h, w in config.stages)
     progress.note(f"model {config.model}; stages {stages}; {workers} worker(s)")
-    placement = Placement(workers, args.address, args.strategy, args.cfg_parallel, args.max_retries)
     written = render_to_files(config, placement, progress, checkpoints)
     progress.note(f"done in {time.monotonic() - started:.1f}s: {', '.join(written)}")
     return 0
@@ -331,6 +379,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_render_options(render)
     render.set_defaults(run=cmd_render)
+    plan = commands.add_parser(
+        "plan",
+        help="predict a render's time, memory and sharding without rendering",
+        description="Predict each stage's sharding, FLOPs and bytes per worker, seconds and peak memory per "
+        "worker from the calibrated cost model (README: Planning a render). Loads no model.",
+    )
+    plan.add_argument(
+        "--model",
+        default="sdxl",
+        help="'sdxl' (SDXL base's architecture, no files), 'tiny', a diffusers directory or a .safetensors "
+        "file (only configs and headers are read) (default: sdxl)",
+    )
+    plan.add_argument("--model-config", help="for a .safetensors file: its diffusers-layout config directory")
+    plan.add_argument("--size", help="final size WIDTHxHEIGHT (default: --scale times native)")
+    plan.add_argument(
+        "--scale", type=int, help="final size as a multiple of the native resolution (default: 2)"
+    )
+    plan.add_argument("--stages", help="explicit stage sizes, e.g. 1024,2048,4096")
+    plan.add_argument("--stage-rule", choices=["double", "direct"], help="(default: double)")
+    plan.add_argument(
+        "--workers", type=int, default=1, help="ranks each upper stage is sharded over (default: 1)"
+    )
+    plan.add_argument(
+        "--link", default="nvlink", choices=["nvlink", "pcie", "ethernet", "loopback"],
+        help="interconnect preset (README lists their assumed bandwidth and latency) (default: nvlink)",
+    )  # fmt: skip
+    plan.add_argument("--link-gbps", type=float, help="override the link's bandwidth, GB/s")
+    plan.add_argument("--link-latency-us", type=float, help="override the link's latency per collective, us")
+    plan.add_argument(
+        "--device", default="NVIDIA H200", help="calibrated device (default: NVIDIA H200; or cpu)"
+    )
+    plan.add_argument("--fast-mode", action="store_true", help="global attention over strided sub-grids")
+    plan.add_argument("--cfg-parallel", action="store_true", help="guidance halves on two groups of workers")
+    plan.add_argument("--steps", type=int, default=50, help="(default: 50)")
+    plan.add_argument("--restart", type=float, default=0.3, help="(default: 0.3)")
+    plan.add_argument("--device-memory", type=float, help="GiB per device: also check that the render fits")
+    plan.add_argument("--json", action="store_true", help="every worker's numbers as JSON")
+    plan.set_defaults(run=cmd_plan)
     make = commands.add_parser("make-test-model", help="save the built-in tiny model in diffusers layout")
     make.add_argument("directory")
     make.add_argument(

@@ -1,16 +1,17 @@
-"""Writing outputs atomically, with their recipe: PNG/JPEG through Pillow, print-ready TIFF through tifffile
-(tiled, deflate, 8 or 16 bit, DPI, sRGB ICC profile, BigTIFF only when needed, optional pyramid)."""
+"""Writing outputs atomically, with their recipe: PNG/JPEG/TIFF (tiled, deflate, 8 or 16 bit, DPI, sRGB ICC
+profile, BigTIFF only when needed, optional pyramid); the writers are streaming_output and its formats."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
-from PIL import Image, ImageCms, PngImagePlugin
+from PIL import ImageCms
 
 from freescale.errors import ConfigError
 
@@ -30,58 +31,42 @@ def srgb_profile() -> bytes:
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
+def halve(level: np.ndarray) -> np.ndarray:
+    """2x2 box mean, rounded, in the level's dtype; an odd last row or column is dropped.
+
+    Sums of four uint16 values are exact in float32, so halving any even run of rows separately gives the
+    same pixels as halving the whole level.
+    """
+    h, w = level.shape[0] // 2 * 2, level.shape[1] // 2 * 2
+    quads = level[:h, :w].astype(np.float32).reshape(h // 2, 2, w // 2, 2, -1).mean(axis=(1, 3))
+    return np.round(quads).astype(level.dtype)
+
+
+def pyramid_shapes(size: tuple[int, int], smallest: int = TIFF_TILE) -> list[tuple[int, int]]:
+    """(H, W) of each pyramid level below `size`, as `pyramid_levels` makes them."""
+    shapes, (h, w) = [], size
+    while max(h, w) > smallest:
+        h, w = h // 2, w // 2
+        shapes.append((h, w))
+    return shapes
+
+
 def pyramid_levels(pixels: np.ndarray, smallest: int = TIFF_TILE) -> list[np.ndarray]:
     """Half-size reductions (2x2 box mean) until the longer side fits in one tile."""
     levels, level = [], pixels
-    while max(level.shape[:2]) > smallest:
-        h, w = level.shape[0] // 2 * 2, level.shape[1] // 2 * 2
-        quads = level[:h, :w].astype(np.float32).reshape(h // 2, 2, w // 2, 2, -1).mean(axis=(1, 3))
-        level = np.round(quads).astype(pixels.dtype)
+    for _ in pyramid_shapes(pixels.shape[:2], smallest):
+        level = halve(level)
         levels.append(level)
     return levels
 
 
-def _write_tiff(pixels: np.ndarray, path: str, text: str | None, options: OutputOptions) -> None:
-    import tifffile
-
-    levels = pyramid_levels(pixels) if options.pyramid else []
-    total = pixels.nbytes + sum(level.nbytes for level in levels)
-    common = {
-        "photometric": "rgb",
-        "tile": (TIFF_TILE, TIFF_TILE),
-        "compression": "zlib",  # deflate
-        "iccprofile": srgb_profile(),
-        "resolution": (options.dpi, options.dpi) if options.dpi else None,
-        "resolutionunit": "INCH" if options.dpi else None,
-        "metadata": None,
-    }
-    with tifffile.TiffWriter(path, bigtiff=total > BIGTIFF_ABOVE) as tiff:
-        tiff.write(pixels, description=text, subifds=len(levels) or None, **common)
-        for level in levels:
-            tiff.write(level, subfiletype=1, **common)
+def check_new_output(path: str, overwrite: bool) -> None:
+    """Refuse up front an existing output (the final link refuses it again, race-free)."""
+    if not overwrite and os.path.lexists(path):
+        raise ConfigError(f"output {path!r} already exists; pass --overwrite to replace it")
 
 
-def _write(pixels: np.ndarray, path: str, text: str | None, options: OutputOptions) -> None:
-    ext = os.path.splitext(path)[1].lower()
-    if ext in (".tif", ".tiff"):
-        _write_tiff(pixels, path, text, options)
-        return
-    image = Image.fromarray(pixels)
-    extra = {"icc_profile": srgb_profile()}
-    if options.dpi:
-        extra["dpi"] = (options.dpi, options.dpi)
-    if ext == ".png":
-        info = PngImagePlugin.PngInfo()
-        if text:
-            info.add_text("freescale-recipe", text)
-        image.save(path, format="PNG", pnginfo=info, **extra)
-    elif ext in (".jpg", ".jpeg"):
-        image.save(path, format="JPEG", quality=95, comment=(text or "").encode(), **extra)
-    else:
-        raise ConfigError(f"unknown image extension {ext!r}")
-
-
-def _atomic(path: str, overwrite: bool, write) -> None:
+def atomic_write(path: str, overwrite: bool, write: Callable[[str], None]) -> None:
     """Run write(temporary) and move the result to `path`: never a partial file, never a silent replace."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, temporary = tempfile.mkstemp(prefix=".freescale-", suffix=os.path.splitext(path)[1], dir=directory)
@@ -106,6 +91,18 @@ def sidecar_path(path: str) -> str:
     return path + ".json"
 
 
+def write_sidecar(path: str, recipe: dict) -> None:
+    """The recipe of the image at `path`, as indented JSON beside it."""
+
+    def write_json(temporary: str) -> None:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(recipe, sort_keys=True, indent=2) + "\n")
+
+    # The sidecar describes the image just written, so it replaces any stale one (the CLI refuses
+    # up front to touch a user's existing files without --overwrite).
+    atomic_write(sidecar_path(path), True, write_json)
+
+
 def save_image(
     pixels: np.ndarray,
     path: str,
@@ -113,18 +110,14 @@ def save_image(
     recipe: dict | None = None,
     options: OutputOptions = OutputOptions(),
 ) -> None:
-    """Write (H, W, 3) uint8 or uint16 pixels, embedding the recipe and writing it beside as JSON."""
-    text = json.dumps(recipe, sort_keys=True) if recipe is not None else None
-    _atomic(path, overwrite, lambda temporary: _write(pixels, temporary, text, options))
-    if text is not None:
+    """Write (H, W, 3) uint8 or uint16 pixels, embedding the recipe and writing it beside as JSON.
 
-        def write_json(temporary: str) -> None:
-            with open(temporary, "w", encoding="utf-8") as handle:
-                handle.write(json.dumps(recipe, sort_keys=True, indent=2) + "\n")
+    The whole image as one strip of the streaming writer, so both paths write the same files.
+    """
+    # Imported here: streaming_output builds on this module's helpers.
+    from freescale.streaming_output import write_image_strips
 
-        # The sidecar describes the image just written, so it replaces any stale one (the CLI refuses
-        # up front to touch a user's existing files without --overwrite).
-        _atomic(sidecar_path(path), True, write_json)
+    write_image_strips([pixels], pixels.shape[:2], pixels.dtype, path, overwrite, recipe, options)
 
 
 def stage_path(path: str, stage: int, size: tuple[int, int]) -> str:

@@ -3,7 +3,7 @@ source rows they need, and bit-identical on CPU fp32 to running the full-image o
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -13,6 +13,7 @@ from freescale.tiling.vae_tiles import (
     contributing_tiles,
     decode_axis_tiles,
     encode_axis_tiles,
+    kept_rows,
     stitched_length,
     tiles_input_rows,
 )
@@ -27,23 +28,32 @@ def _check_rows(rows: Rows, length: int) -> None:
         raise ValueError(f"rows {rows} are not a non-empty range inside [0, {length})")
 
 
+def _blend_row(
+    vae, above: list[Tensor] | None, row: list[Tensor], row_limit: int, blend_extent: int
+) -> Tensor:
+    """One tile row of diffusers' blend-and-crop loop: each tile blended, in place and in diffusers' order,
+    with the (already blended) tile above it and the one to its left, then the kept parts joined.
+
+    It reuses the VAE's own in-place blend_v/blend_h, so the arithmetic is identical. `above` may hold only
+    the bottom `blend_extent` rows of each tile: blend_v reads no more.
+    """
+    kept = []
+    for j, tile in enumerate(row):
+        if above is not None:
+            tile = vae.blend_v(above[j], tile, blend_extent)
+        if j > 0:
+            tile = vae.blend_h(row[j - 1], tile, blend_extent)
+        kept.append(tile[:, :, :row_limit, :row_limit])
+    return torch.cat(kept, dim=3)
+
+
 def _stitch(
     vae, grid: list[list[Tensor]], row_tiles: list[AxisTile], row_limit: int, blend_extent: int
 ) -> Tensor:
-    """diffusers' blend-and-crop loop over a contiguous run of tile rows; the first is not blended upward.
-
-    It reuses the VAE's own in-place blend_v/blend_h in the same order, so the arithmetic is identical.
-    """
+    """diffusers' blend-and-crop loop over a contiguous run of tile rows; the first is not blended upward."""
     result_rows = []
     for i, row in enumerate(grid):
-        result_row = []
-        for j, tile in enumerate(row):
-            if i > 0:
-                tile = vae.blend_v(grid[i - 1][j], tile, blend_extent)
-            if j > 0:
-                tile = vae.blend_h(row[j - 1], tile, blend_extent)
-            result_row.append(tile[:, :, :row_limit, :row_limit])
-        result_rows.append(torch.cat(result_row, dim=3))
+        result_rows.append(_blend_row(vae, grid[i - 1] if i > 0 else None, row, row_limit, blend_extent))
         assert result_rows[-1].shape[2] == row_tiles[i].kept, "tile output height differs from the geometry"
     return torch.cat(result_rows, dim=2)
 
@@ -56,6 +66,18 @@ def decode_rows(vae, latents: Tensor, rows: Rows) -> Tensor:
     it is cast to the VAE's device and dtype. Only the tile rows whose output (or blend source) touches
     `rows` are decoded. Without tiling (h and w <= tile_latent_min_size) it is one plain decode.
     """
+    return torch.cat(list(decode_row_strips(vae, latents, rows)), dim=2)
+
+
+@torch.no_grad()
+def decode_row_strips(vae, latents: Tensor, rows: Rows) -> Iterator[Tensor]:
+    """`decode_rows(vae, latents, rows)` as consecutive strips (B, 3, n, W) from the top, one per tile row
+    that supplies rows, each yielded as soon as its tile row is decoded and blended.
+
+    Every needed tile is decoded once, and only the bottom rows of the tile row above that the vertical
+    blend reads are kept between strips. Concatenated along dim 2, the strips are `decode_rows`' result
+    (which is made this way), so bit-identical to diffusers' tiled decode on CPU fp32.
+    """
     z = latents.to(device=vae.device, dtype=vae.dtype)
     h, w = z.shape[-2:]
     tile, sample = vae.tile_latent_min_size, vae.tile_sample_min_size
@@ -64,25 +86,30 @@ def decode_rows(vae, latents: Tensor, rows: Rows) -> Tensor:
     if not (h > tile or w > tile):
         if vae.post_quant_conv is not None:
             z = vae.post_quant_conv(z)
-        return vae.decoder(z)[..., rows[0] : rows[1], :]
+        yield vae.decoder(z)[..., rows[0] : rows[1], :]
+        return
 
     overlap = vae.tile_overlap_factor
     row_tiles = decode_axis_tiles(h, tile, sample, overlap)
     col_tiles = decode_axis_tiles(w, tile, sample, overlap)
+    blend_extent = int(sample * overlap)
     t0, t1 = contributing_tiles(row_tiles, rows)
-    grid = []
+    above = None  # bottoms of the previous tile row's blended tiles; tile row t0 is not blended upward
     for rt in row_tiles[t0:t1]:
-        grid_row = []
+        row = []
         for ct in col_tiles:
             part = z[:, :, rt.in_start : rt.in_start + tile, ct.in_start : ct.in_start + tile]
             if vae.config.use_post_quant_conv:
                 part = vae.post_quant_conv(part)
-            grid_row.append(vae.decoder(part))
-        grid.append(grid_row)
-    blend_extent = int(sample * overlap)
-    band = _stitch(vae, grid, row_tiles[t0:t1], sample - blend_extent, blend_extent)
-    offset = row_tiles[t0].out_start
-    return band[:, :, rows[0] - offset : rows[1] - offset]
+            row.append(vae.decoder(part))
+        band = _blend_row(vae, above, row, sample - blend_extent, blend_extent)
+        assert band.shape[2] == rt.kept, "tile output height differs from the geometry"
+        above = [t[:, :, -blend_extent:].clone() for t in row] if blend_extent else None
+        lo, hi = kept_rows(rt, rows)
+        strip = [band[:, :, lo - rt.out_start : hi - rt.out_start]] if lo < hi else []
+        del row, band
+        if strip:
+            yield strip.pop()  # so that this frame holds no reference while the caller has the strip
 
 
 @torch.no_grad()

@@ -7,11 +7,13 @@ overlap 0.25), the reference's, so a band equals the same rows of the whole-imag
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from PIL import Image
 
-from freescale.tiled_vae import bicubic_rows, decode_rows, encode_rows, sample_latents
+from freescale.tiled_vae import bicubic_rows, decode_row_strips, decode_rows, encode_rows, sample_latents
 from freescale.tiling.bands import Band
 from freescale.tiling.stages import Size
 from freescale.tiling.vae_tiles import bicubic_source_rows
@@ -25,6 +27,21 @@ def vae_scale(vae) -> int:
 def decode_band(vae, latents: torch.Tensor, pixel_rows: Band) -> torch.Tensor:
     """Rows of the decoded image in [-1, 1] (not clamped) from the whole stage's latents."""
     return decode_rows(vae, latents.to(vae.dtype) / vae.config.scaling_factor, pixel_rows)
+
+
+@torch.no_grad()
+def decode_band_strips(vae, latents: torch.Tensor, pixel_rows: Band) -> Iterator[torch.Tensor]:
+    """`decode_band` as consecutive strips, one per VAE tile row, each yielded once decoded (see
+    `decode_row_strips`): each tile decoded once, only the previous tile row's blend rows kept."""
+    return decode_row_strips(vae, latents.to(vae.dtype) / vae.config.scaling_factor, pixel_rows)
+
+
+def pixel_strips(vae, latents: torch.Tensor, pixel_rows: Band, bit_depth: int = 8) -> Iterator[np.ndarray]:
+    """`decode_band_strips` as (n, W, 3) uint8/uint16 pixel strips, ready for `write_image_strips`."""
+    for strip in decode_band_strips(vae, latents, pixel_rows):
+        pixels = [to_pixels(strip, bit_depth)]
+        del strip  # the decoded floats are 4 (8-bit) or 2 (16-bit) times the pixels' size
+        yield pixels.pop()  # so that this frame holds no reference while the caller has the strip
 
 
 @torch.no_grad()

@@ -86,6 +86,11 @@ def stitched_length(tiles: list[AxisTile]) -> int:
     return tiles[-1].out_start + tiles[-1].kept if tiles else 0
 
 
+def kept_rows(tile: AxisTile, out_rows: Span) -> Span:
+    """The stitched rows of `out_rows` that `tile`'s kept part supplies; empty (lo >= hi) when none."""
+    return max(out_rows[0], tile.out_start), min(out_rows[1], tile.out_start + tile.kept)
+
+
 def contributing_tiles(tiles: list[AxisTile], out_rows: Span) -> Span:
     """Tile indices [t0, t1) to run, in order with their blends, to get stitched rows `out_rows` exactly.
 

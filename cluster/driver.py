@@ -96,10 +96,11 @@ class Renderer:
         buffer, never the image); returns the paths written. A lost worker, while rendering or while
         the outputs are fetched, costs a fresh pool and a resume from the last checkpoint, up to
         `max_retries` times."""
-        retries = 0
+        retries, written = 0, []
         while True:
             try:
-                return self._write_outputs(config, self._render(config))
+                self._write_outputs(config, self._render(config), written)
+                return written
             except WorkerLost as lost:
                 if retries >= self.placement.max_retries:
                     raise
@@ -138,24 +139,26 @@ class Renderer:
             for _ in range(result["strips"].get(stage, 0)):
                 yield self.pool.run_on(rank, take_strip, stage)
 
-    def _write_outputs(self, config: RenderConfig, results: list[dict]) -> list[str]:
+    def _write_outputs(self, config: RenderConfig, results: list[dict], written: list[str]) -> None:
+        """Write each output stage's file, appending its path to `written`; files already in `written`
+        (from an attempt that lost a worker later) are kept as they are."""
         from freescale.rendering import recipe
 
         stamp = recipe(config, self.identity)
         options = OutputOptions(dpi=config.dpi, pyramid=config.pyramid)
         dtype = np.uint16 if config.bit_depth == 16 else np.uint8
-        written = []
         last = len(config.stages) - 1
         for stage in output_stages(config):
             size = config.stages[stage]
             path = config.output if stage == last else stage_path(config.output, stage, size)
+            if path in written:
+                continue
             self.progress.note(f"writing {path}")
             strips = self._strips(config, results, stage)
             write_image_strips(
                 strips, size, dtype, path, config.overwrite, {**stamp, "stage": stage}, options
             )
             written.append(path)
-        return written
 
 
 def _model_identity(state) -> str:

@@ -1,4 +1,4 @@
-"""Regenerate freescale/cost_calibration.json from bench/results: the UNet profiles of the built-in
+"""Regenerate freescale/planning/cost_calibration.json from bench/results: the UNet profiles of the built-in
 architectures (FLOPs counted on meta-device UNets), and per device the throughputs and memory
 coefficients that make the cost model reproduce the measured steps, fitted by least squares on
 relative error. Prints the fit. Usage: python bench/calibrate_cost_model.py [--results bench/results]
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_OUT = os.path.join(HERE, "..", "freescale", "cost_calibration.json")
+DEFAULT_OUT = os.path.join(HERE, "..", "freescale", "planning", "cost_calibration.json")
 # device name -> the result files it is calibrated on (bench/sdxl_step.py, bench/vae_tile.py lines)
 # ("holdout": measured steps left out of the fit, to report how well the model predicts new sizes)
 DEVICES = {
@@ -59,9 +59,9 @@ def builtin_models() -> tuple[dict[str, Any], dict[str, Any]]:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
     from vae_tile import SDXL_VAE_CONFIG
 
-    from freescale.sdxl_unet import SDXL_UNET_CONFIG
-    from freescale.tiny_model import TINY_NATIVE_SIZE, build_tiny_pipeline
-    from freescale.unet_profile import build_meta_unet, profile_unet
+    from freescale.models.sdxl_unet import SDXL_UNET_CONFIG
+    from freescale.models.tiny_sdxl import TINY_NATIVE_SIZE, build_tiny_pipeline
+    from freescale.planning.unet_profile import build_meta_unet, profile_unet
 
     def count(module) -> int:
         return sum(p.numel() for p in module.parameters())
@@ -93,7 +93,7 @@ def builtin_models() -> tuple[dict[str, Any], dict[str, Any]]:
 def step_costs(profile, lines: list[dict[str, Any]], native: int) -> list[tuple[dict, Any]]:
     """Each measured step (bench/sdxl_step.py: batch 2, one rank, jitter seed 0, stage 1, step 10)
     with the cost model's count of it."""
-    from freescale.cost_model import Jitter, unet_call_cost
+    from freescale.planning.cost_model import Jitter, unet_call_cost
 
     out = []
     for line in lines:
@@ -176,7 +176,7 @@ def fit_vae(lines: list[dict[str, Any]], dtype: str) -> dict[str, Any] | None:
 
 def check_vae(vae: dict[str, Any], lines: list[dict[str, Any]], dtype: str) -> list[dict[str, Any]]:
     """Whole tiled decodes and encodes (tiles of every size, blending) against the per-pixel model."""
-    from freescale.vae_cost import output_work, transition_work
+    from freescale.planning.vae_cost import output_work, transition_work
 
     checks = []
     for line in lines:
@@ -216,7 +216,7 @@ def evaluate(entry: dict[str, Any], costs: list[tuple[dict, Any]], weights_bytes
 
 
 def calibrate_device(name: str, sources: dict, results: str, models: dict, profiles: dict) -> dict | None:
-    from freescale.unet_profile import UNetProfile
+    from freescale.planning.unet_profile import UNetProfile
 
     lines = [line for line in read_lines(results, sources["steps"]) if line.get("device") == name]
     if not lines:

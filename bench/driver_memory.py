@@ -57,8 +57,8 @@ def max_rss_bytes() -> int:
 
 
 def run_case(fmt: str, path_kind: str, size: int, rows: int, baseline_module: str | None) -> dict:
-    from freescale.image_output import OutputOptions, save_image
-    from freescale.streaming_output import write_image_strips
+    from freescale.outputs.image_output import OutputOptions, save_image
+    from freescale.outputs.streaming_output import write_image_strips
 
     ext, dtype, pyramid = FORMATS[fmt]
     recipe = {"bench": "driver_memory"}
@@ -107,8 +107,8 @@ def _decoder(size: int, dtype, path_kind: str):
     torch's CPU buffers are not traced by tracemalloc: read maxrss_growth_mib for these."""
     import torch
 
-    from freescale.tiny_model import _vae
-    from freescale.vae_transitions import decode_band, pixel_strips, to_pixels
+    from freescale.method.vae_transitions import decode_band, pixel_strips, to_pixels
+    from freescale.models.tiny_sdxl import _vae
 
     torch.manual_seed(0)
     vae = _vae().eval()

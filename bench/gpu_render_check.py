@@ -12,7 +12,7 @@ import time
 import numpy as np
 import torch
 
-from freescale.render_config import RenderConfig
+from freescale.config.render_config import RenderConfig
 
 
 def pixels(config: RenderConfig) -> np.ndarray:

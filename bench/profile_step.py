@@ -15,8 +15,8 @@ from torch.profiler import ProfilerActivity, profile
 
 
 def main() -> None:
-    from freescale.random_draws import keyed_normal
-    from freescale.sdxl_unet import random_unet_kwargs
+    from freescale.method.random_draws import keyed_normal
+    from freescale.models.sdxl_unet import random_unet_kwargs
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--unet", choices=("sdxl", "tiny"), default="sdxl")

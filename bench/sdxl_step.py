@@ -27,10 +27,10 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 def build_unet(name: str, device: str, dtype: torch.dtype):
     """(unet, native size): SDXL's architecture, or the built-in tiny model's UNet."""
     if name == "sdxl":
-        from freescale.sdxl_unet import SDXL_NATIVE_SIZE, build_sdxl_unet
+        from freescale.models.sdxl_unet import SDXL_NATIVE_SIZE, build_sdxl_unet
 
         return build_sdxl_unet(device, dtype), SDXL_NATIVE_SIZE
-    from freescale.tiny_model import TINY_NATIVE_SIZE, build_tiny_pipeline
+    from freescale.models.tiny_sdxl import TINY_NATIVE_SIZE, build_tiny_pipeline
 
     return build_tiny_pipeline().unet.to(device, dtype), TINY_NATIVE_SIZE
 
@@ -42,8 +42,8 @@ def synchronize(device: torch.device) -> None:
 
 def one_step(unet, native: int, kwargs: dict, latent: torch.Tensor, mode: str) -> tuple[float, torch.Tensor]:
     """Seconds for one CFG-batched UNet call in `mode`, and its output."""
-    from freescale.render_config import FREEU_DEFAULT
-    from freescale.scale_fusion import scale_fusion
+    from freescale.config.render_config import FREEU_DEFAULT
+    from freescale.method.scale_fusion import scale_fusion
 
     size = (latent.shape[-2] * 8, latent.shape[-1] * 8)
     synchronize(latent.device)
@@ -62,8 +62,8 @@ def one_step(unet, native: int, kwargs: dict, latent: torch.Tensor, mode: str) -
 
 
 def measure(unet, native: int, size: int, repeats: int, modes: list[str]) -> list[dict]:
-    from freescale.random_draws import keyed_normal
-    from freescale.sdxl_unet import random_unet_kwargs
+    from freescale.method.random_draws import keyed_normal
+    from freescale.models.sdxl_unet import random_unet_kwargs
 
     device = unet.device
     kwargs = random_unet_kwargs(unet, 2, (native, native))

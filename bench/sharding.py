@@ -18,13 +18,13 @@ import torch
 def unet_steps(group, size: int, steps: int, fast_mode: bool) -> dict:
     import torch.distributed as dist
 
-    from freescale.cluster.band_ops import shard_context_of
-    from freescale.conditioning import encode_conditioning
-    from freescale.freeu import freeu_applied
-    from freescale.model_loading import load_model, resolve_model_source
-    from freescale.random_draws import keyed_normal
-    from freescale.render_config import FREEU_DEFAULT
-    from freescale.scale_fusion import scale_fusion
+    from freescale.cluster.sharding.band_ops import shard_context_of
+    from freescale.config.render_config import FREEU_DEFAULT
+    from freescale.method.freeu import freeu_applied
+    from freescale.method.random_draws import keyed_normal
+    from freescale.method.scale_fusion import scale_fusion
+    from freescale.models.conditioning import encode_conditioning
+    from freescale.models.loading import load_model, resolve_model_source
 
     model = load_model(resolve_model_source("tiny"), device="cpu")
     unet = model.pipe.unet
@@ -83,7 +83,7 @@ def main() -> None:
 
 
 def measure(size: int, worlds: list[int], steps: int, fast_mode: bool) -> None:
-    from freescale.cluster.local_ranks import run_ranks
+    from freescale.cluster.sharding.local_ranks import run_ranks
 
     baseline = None
     for world in worlds:

@@ -37,7 +37,7 @@ def build_vae(name: str, device: str, dtype: torch.dtype):
         with torch.device(device):
             vae = AutoencoderKL(**SDXL_VAE_CONFIG)
     else:
-        from freescale.tiny_model import build_tiny_pipeline
+        from freescale.models.tiny_sdxl import build_tiny_pipeline
 
         vae = build_tiny_pipeline().vae
     return vae.to(device, dtype).eval()

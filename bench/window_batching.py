@@ -18,7 +18,7 @@ import torch
 
 def looped(qkv: torch.Tensor, windows, heads: int) -> torch.Tensor:
     """The reference's order of work: one attention call per window, accumulate, divide by count."""
-    from freescale.scale_attention import attend, window_slices
+    from freescale.method.scale_attention import attend, window_slices
 
     _, batch, tokens, channels = qkv.shape
     width = windows.padded_grid[1]
@@ -33,7 +33,7 @@ def looped(qkv: torch.Tensor, windows, heads: int) -> torch.Tensor:
 
 
 def main() -> None:
-    from freescale import scale_attention
+    from freescale.method import scale_attention
     from freescale.tiling.windows import local_windows
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -11,10 +11,10 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 _PUBLIC = {
-    "render": "freescale.rendering",
-    "RenderConfig": "freescale.render_config",
-    "build_config": "freescale.render_config",
-    "scale_fusion": "freescale.scale_fusion",
+    "render": "freescale.rendering.api",
+    "RenderConfig": "freescale.config.render_config",
+    "build_config": "freescale.config.render_config",
+    "scale_fusion": "freescale.method.scale_fusion",
 }
 
 

@@ -6,7 +6,7 @@ import torch
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    from freescale.model_loading import load_model, resolve_model_source
+    from freescale.models.loading import load_model, resolve_model_source
 
     torch.set_num_threads(2)
     return load_model(resolve_model_source("tiny"), device="cpu")

@@ -2,8 +2,9 @@
 
 import pytest
 
-from freescale import cli, model_loading
-from freescale.cluster import driver
+from freescale.cli import commands as cli
+from freescale.models import loading as model_loading
+from freescale.rendering import renderer as driver
 
 JOBS = """
 defaults: {scale: 2, steps: 3}

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from freescale.freeu import fourier_filter, low_frequency_sums, shifted_low_frequencies
-from freescale.gaussian_blur import gaussian_blur, gaussian_weights
+from freescale.method.freeu import fourier_filter, low_frequency_sums, shifted_low_frequencies
+from freescale.method.gaussian_blur import gaussian_blur, gaussian_weights
 
 
 def test_gaussian_weights_by_hand():

@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from freescale.cascade import Cascade, cosine_factor, restart_latents
-from freescale.random_draws import keyed_normal
-from freescale.render_config import build_config
+from freescale.config.render_config import build_config
+from freescale.method.cascade import Cascade, cosine_factor, restart_latents
+from freescale.method.random_draws import keyed_normal
 
 
 def _config(tmp_path, **values):
@@ -51,7 +51,7 @@ class UNetSpy:
 def test_upper_stage_restarts_and_dilates_as_specified(tiny_model, tmp_path, monkeypatch):
     config = _config(tmp_path, steps=10, dilate_tau=5, scale=2)
     encoded = []
-    from freescale import vae_transitions
+    from freescale.method import vae_transitions
 
     real_encode = vae_transitions.next_stage_band
     monkeypatch.setattr(
@@ -131,8 +131,8 @@ def test_mask_splits_the_exponent(renders, tiny_model, tmp_path):
 
 def test_image_to_image_replaces_the_base_stage(renders, tiny_model):
     results, tmp = renders
-    from freescale import vae_transitions
-    from freescale.random_draws import keyed_generator
+    from freescale.method import vae_transitions
+    from freescale.method.random_draws import keyed_generator
 
     with Image.open(tmp / "base.png") as image:
         pixels = vae_transitions.from_pil(image, "cpu", torch.float32)

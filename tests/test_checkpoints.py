@@ -14,10 +14,11 @@ import ray  # noqa: E402
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-from freescale import cli, rendering  # noqa: E402
-from freescale.checkpoints import CheckpointDir  # noqa: E402
-from freescale.cluster import driver  # noqa: E402
-from freescale.cluster.rank_render import render_on_worker  # noqa: E402
+from freescale.cli import commands as cli  # noqa: E402
+from freescale.outputs.checkpoints import CheckpointDir  # noqa: E402
+from freescale.rendering import api as rendering  # noqa: E402
+from freescale.rendering import renderer as driver  # noqa: E402
+from freescale.rendering.rank_render import render_on_worker  # noqa: E402
 
 ARGS = ["a lighthouse", "--scale", "4", "--steps", "4", "--seed", "5", "--quiet"]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from freescale import cli
+from freescale.cli import commands as cli
 
 FAST = ["--steps", "3", "--scale", "2"]
 
@@ -18,7 +18,7 @@ def no_loading(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded for bad input")
 
-    monkeypatch.setattr("freescale.model_loading.load_model", refuse)
+    monkeypatch.setattr("freescale.models.loading.load_model", refuse)
 
 
 @pytest.mark.parametrize(

@@ -8,23 +8,23 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from freescale.cluster.shard_group import ShardGroup
-from freescale.cost_calibration import builtin_profile, device_calibration, link_for
-from freescale.cost_model import Jitter, unet_call_cost
+from freescale.cluster.sharding.shard_group import ShardGroup
+from freescale.config.render_config import FREEU_DEFAULT
 from freescale.errors import ConfigError
-from freescale.memory_model import attention_working_set
-from freescale.render_config import FREEU_DEFAULT
+from freescale.planning.cost_calibration import builtin_profile, device_calibration, link_for
+from freescale.planning.cost_model import Jitter, unet_call_cost
+from freescale.planning.memory_model import attention_working_set
+from freescale.planning.unet_profile import SHAPE_FIELDS, architecture_key
+from freescale.planning.vae_cost import output_work, transition_work
 from freescale.tiling.bands import row_bands
-from freescale.unet_profile import SHAPE_FIELDS, architecture_key
-from freescale.vae_cost import output_work, transition_work
 
 TINY_NATIVE = 128
 
 
 @pytest.fixture(scope="module")
 def meta_unet():
-    from freescale.tiny_model import build_tiny_pipeline
-    from freescale.unet_profile import build_meta_unet
+    from freescale.models.tiny_sdxl import build_tiny_pipeline
+    from freescale.planning.unet_profile import build_meta_unet
 
     config = dict(build_tiny_pipeline().unet.config)
     return build_meta_unet(config), config
@@ -36,7 +36,7 @@ def tiny_profile():
 
 
 def _kwargs(unet, batch):
-    from freescale.sdxl_unet import random_unet_kwargs
+    from freescale.models.sdxl_unet import random_unet_kwargs
 
     return random_unet_kwargs(unet, batch, (TINY_NATIVE, TINY_NATIVE))
 
@@ -59,7 +59,7 @@ def test_shape_field_defaults_are_diffusers_defaults():
 
 @pytest.mark.parametrize("size,mode", [(256, "direct"), (512, "freescale"), (384, "fast")])
 def test_whole_latent_flops_match_flop_counter(meta_unet, tiny_profile, size, mode):
-    from freescale.scale_fusion import scale_fusion
+    from freescale.method.scale_fusion import scale_fusion
 
     unet, _ = meta_unet
     latent = size // 8
@@ -103,11 +103,11 @@ class MetaGroup(ShardGroup):
 def test_rank_flops_match_flop_counter(tiny_profile, world=3, fast_mode=False, height=640):
     """Each rank's band, with the rows it borrows and the windows it shares with its neighbours: 3 ranks
     of 28, 28 and 24 rows of an 80 x 64 latent (n = 5 x 4)."""
-    from freescale.cluster.band_ops import shard_context_of
-    from freescale.freeu import freeu_applied
-    from freescale.scale_fusion import scale_fusion
-    from freescale.tiny_model import build_tiny_pipeline
-    from freescale.unet_profile import build_meta_unet
+    from freescale.cluster.sharding.band_ops import shard_context_of
+    from freescale.method.freeu import freeu_applied
+    from freescale.method.scale_fusion import scale_fusion
+    from freescale.models.tiny_sdxl import build_tiny_pipeline
+    from freescale.planning.unet_profile import build_meta_unet
 
     unet = build_meta_unet(dict(build_tiny_pipeline().unet.config))
     size, latent = (height, 512), (height // 8, 64)
@@ -133,10 +133,10 @@ def test_rank_flops_match_flop_counter(tiny_profile, world=3, fast_mode=False, h
 
 def _one_step(unet, group, size: int) -> tuple[dict, dict]:
     """One CFG-batched FreeScale step of the tiny UNet on this rank's band (the cascade's setup)."""
-    from freescale.cluster.band_ops import shard_context_of
-    from freescale.freeu import freeu_applied
-    from freescale.scale_fusion import scale_fusion
-    from freescale.sdxl_unet import random_unet_kwargs
+    from freescale.cluster.sharding.band_ops import shard_context_of
+    from freescale.method.freeu import freeu_applied
+    from freescale.method.scale_fusion import scale_fusion
+    from freescale.models.sdxl_unet import random_unet_kwargs
 
     shard = shard_context_of(unet)
     shard.group = group
@@ -152,7 +152,7 @@ def _one_step(unet, group, size: int) -> tuple[dict, dict]:
 
 
 def test_subgrid_pairs_count_every_query_key_pair():
-    from freescale.tiling.fusion_flops import subgrid_pairs
+    from freescale.planning.fusion_flops import subgrid_pairs
 
     grid, counts = (23, 10), (3, 4)
     for band in [(0, 23), (0, 8), (8, 16), (16, 23), (5, 6), (7, 7)]:
@@ -168,7 +168,7 @@ def traffic_on_rank(group, size: int) -> list[tuple[dict, dict]]:
     """The step on all 4 ranks, then on the pairs (0, 1) and (2, 3): both sizes from one start-up."""
     import torch.distributed as dist
 
-    from freescale.tiny_model import build_tiny_pipeline
+    from freescale.models.tiny_sdxl import build_tiny_pipeline
 
     unet = build_tiny_pipeline().unet
     pairs = [dist.new_group([0, 1]), dist.new_group([2, 3])]
@@ -178,7 +178,7 @@ def traffic_on_rank(group, size: int) -> list[tuple[dict, dict]]:
 
 
 def test_bytes_match_comm_stats(tiny_profile):
-    from freescale.cluster.local_ranks import run_ranks
+    from freescale.cluster.sharding.local_ranks import run_ranks
 
     size = 256  # 32 latent rows: 8 per rank of 4 (2 at the /4 level, where the dilated convs reach 2)
     latent = (size // 8, size // 8)
@@ -194,8 +194,8 @@ def test_bytes_match_comm_stats(tiny_profile):
 
 
 def test_exchange_table_is_every_rank_s_fetch():
+    from freescale.planning.shard_traffic import conv_needs, exchange_table
     from freescale.tiling.bands import overlap
-    from freescale.tiling.shard_traffic import conv_needs, exchange_table
 
     for rows, world in [(64, 4), (1024, 256), (32, 16), (400, 7), (8, 4)]:
         bands = row_bands(rows, world, 4)
@@ -235,7 +235,7 @@ SDXL_8K = [(1024, 1024), (2048, 2048), (4096, 4096), (8192, 8192)]
 
 
 def test_memory_per_worker_falls_with_workers():
-    from freescale.plan import make_plan
+    from freescale.planning.plan import make_plan
 
     peaks = [make_plan(SDXL_8K, w, model="sdxl").peak_bytes for w in (1, 2, 4, 8, 16)]
     assert all(later < earlier for earlier, later in zip(peaks, peaks[1:], strict=False))
@@ -252,7 +252,7 @@ def test_calibration_reproduces_its_measurements_and_the_held_out_ones():
 
 
 def test_h200_single_worker_plan_matches_the_measured_steps():
-    from freescale.plan import make_plan
+    from freescale.planning.plan import make_plan
 
     calibration = device_calibration("NVIDIA H200")
     measured = {p["size"]: p for p in calibration.fit + calibration.holdout if p["mode"] == "freescale"}
@@ -271,8 +271,8 @@ def test_h200_single_worker_plan_matches_the_measured_steps():
 def test_plan_8192_on_8_workers():
     import time
 
-    from freescale.plan import make_plan
-    from freescale.plan_format import format_plan, plan_json
+    from freescale.planning.plan import make_plan
+    from freescale.planning.plan_format import format_plan, plan_json
 
     started = time.perf_counter()
     plans = {link: make_plan(SDXL_8K, 8, model="sdxl", link=link) for link in ("nvlink", "pcie", "ethernet")}
@@ -295,7 +295,7 @@ def test_plan_8192_on_8_workers():
 
 
 def test_cfg_parallel_halves_the_groups():
-    from freescale.plan import make_plan
+    from freescale.planning.plan import make_plan
 
     plan = make_plan(SDXL_8K, 8, model="sdxl", cfg_parallel=True)
     last = plan.stages[-1]
@@ -305,8 +305,8 @@ def test_cfg_parallel_halves_the_groups():
 
 
 def test_preflight_refuses_with_the_smallest_worker_count():
-    from freescale.plan import make_plan
-    from freescale.preflight import preflight
+    from freescale.planning.plan import make_plan
+    from freescale.planning.preflight import preflight
 
     memory = 24 * 2**30
     plan = make_plan(SDXL_8K, 1, model="sdxl")
@@ -334,8 +334,8 @@ def test_vae_work_of_the_whole_latent_is_every_tile():
 
 
 def test_model_spec_reads_a_directory_and_a_single_file(tmp_path):
-    from freescale.model_loading import save_tiny_model
-    from freescale.model_spec import model_spec
+    from freescale.models.loading import save_tiny_model
+    from freescale.planning.model_spec import model_spec
 
     save_tiny_model(str(tmp_path), single_file=True)
     builtin = model_spec("tiny")
@@ -348,9 +348,9 @@ def test_model_spec_reads_a_directory_and_a_single_file(tmp_path):
 
 
 def test_plan_of_a_render_config():
-    from freescale.plan import plan_for_config
-    from freescale.plan_format import format_plan
-    from freescale.render_config import build_config
+    from freescale.config.render_config import build_config
+    from freescale.planning.plan import plan_for_config
+    from freescale.planning.plan_format import format_plan
 
     config = build_config({"prompt": "a fox", "scale": 4, "steps": 20, "save_stages": True}, native_size=128)
     plan = plan_for_config(config, 4, device="cpu", link="loopback")
@@ -367,7 +367,7 @@ def test_links_and_unknown_devices():
     assert device_calibration("NVIDIA H100 80GB HBM3").name == "NVIDIA H200"
     with pytest.raises(ConfigError, match="calibrat"):
         device_calibration("AMD Instinct MI300X")
-    from freescale.plan import make_plan
+    from freescale.planning.plan import make_plan
 
     plan = make_plan([(1024, 1024), (2048, 2048)], 2, model="sdxl", device="AMD Instinct MI300X")
     assert plan.device.name == "NVIDIA H200" and "no calibration measured on AMD" in plan.notes[0]
@@ -416,7 +416,8 @@ class FakeRay:
 def test_device_memory_as_ray_reports_it(monkeypatch):
     import sys
 
-    from freescale.device_memory import local_device, query_worker_devices
+    from freescale.cluster.ray.device_probe import query_worker_devices
+    from freescale.planning.device_memory import local_device
 
     assert local_device("cpu").name == "cpu" and local_device("cpu").memory_bytes > 0
     fake = FakeRay(

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from freescale.errors import ConfigError
-from freescale.model_loading import (
+from freescale.models.loading import (
     TINY_SINGLE_FILE_NAME,
     ModelSource,
     _single_file_identity,
@@ -21,8 +21,8 @@ from freescale.model_loading import (
     resolve_model_source,
     save_tiny_model,
 )
-from freescale.single_file_export import export_sdxl_single_file
-from freescale.tiny_model import TINY_NATIVE_SIZE, build_tiny_pipeline
+from freescale.models.single_file_export import export_sdxl_single_file
+from freescale.models.tiny_sdxl import TINY_NATIVE_SIZE, build_tiny_pipeline
 
 COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 

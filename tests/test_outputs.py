@@ -7,8 +7,9 @@ import pytest
 import tifffile
 from PIL import Image
 
-from freescale import cli, image_output
-from freescale.image_output import OutputOptions, save_image
+from freescale.cli import commands as cli
+from freescale.outputs import image_output
+from freescale.outputs.image_output import OutputOptions, save_image
 
 FAST = ["--steps", "3", "--scale", "4", "--quiet"]
 

@@ -2,8 +2,9 @@
 
 import json
 
-from freescale import cli, device_memory
-from freescale.device_memory import WorkerDevice
+from freescale.cli import commands as cli
+from freescale.planning import device_memory
+from freescale.planning.device_memory import WorkerDevice
 
 
 def test_plan_prints_each_stage_and_the_sharding(capsys):

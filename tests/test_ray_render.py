@@ -13,11 +13,11 @@ import ray  # noqa: E402  (a hard dependency: never skipped)
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-from freescale import cli  # noqa: E402
-from freescale.cluster import driver  # noqa: E402
-from freescale.cluster.worker_pool import WorkerLost  # noqa: E402
+from freescale.cli import commands as cli  # noqa: E402
+from freescale.cluster.ray.worker_pool import WorkerLost  # noqa: E402
+from freescale.config.render_config import build_config  # noqa: E402
 from freescale.progress import Progress  # noqa: E402
-from freescale.render_config import build_config  # noqa: E402
+from freescale.rendering import renderer as driver  # noqa: E402
 
 ARGS = ["a lighthouse", "--scale", "4", "--steps", "4", "--seed", "3", "--quiet"]
 
@@ -44,7 +44,7 @@ def dies_on_rank_one(state, config, cfg_parallel=False):
             os._exit(1)
 
     state.model.pipe.unet.register_forward_pre_hook(count, with_kwargs=True)
-    from freescale.cluster.rank_render import render_on_worker
+    from freescale.rendering.rank_render import render_on_worker
 
     return render_on_worker(state, config, cfg_parallel)
 

@@ -3,8 +3,7 @@
 import pytest
 from PIL import Image
 
-from freescale.errors import ConfigError
-from freescale.render_config import (
+from freescale.config.render_config import (
     build_config,
     check_outputs_free,
     load_preset,
@@ -12,6 +11,7 @@ from freescale.render_config import (
     preset_names,
     resolve_stages,
 )
+from freescale.errors import ConfigError
 
 
 def test_sizes_are_width_by_height():

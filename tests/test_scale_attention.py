@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-from freescale.cluster.shard_context import ShardContext
-from freescale.gaussian_blur import gaussian_weights
-from freescale.scale_attention import FusionStep, ScaleFusionProcessor
+from freescale.cluster.sharding.shard_context import ShardContext
+from freescale.method.gaussian_blur import gaussian_weights
+from freescale.method.scale_attention import FusionStep, ScaleFusionProcessor
 from freescale.tiling.windows import local_windows
 
 
@@ -94,7 +94,7 @@ def test_window_chunking_does_not_change_the_result(monkeypatch):
     x = torch.randn(2, 576, 16, dtype=torch.float64)
     step = _step(grid, (3, 3), jitter_seed=9)
     whole = ScaleFusionProcessor(step, 0)(attn, x)
-    monkeypatch.setattr("freescale.scale_attention.WINDOW_TOKENS_PER_CALL", 100)
+    monkeypatch.setattr("freescale.method.scale_attention.WINDOW_TOKENS_PER_CALL", 100)
     chunked = ScaleFusionProcessor(step, 0)(attn, x)
     assert torch.allclose(whole, chunked, rtol=1e-12, atol=1e-12)
 

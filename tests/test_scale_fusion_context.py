@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from freescale.dilation import DILATED_CONVS
-from freescale.freeu import freeu_targets
-from freescale.scale_attention import ScaleFusionProcessor
-from freescale.scale_fusion import scale_fusion, self_attention_modules
+from freescale.method.dilation import DILATED_CONVS
+from freescale.method.freeu import freeu_targets
+from freescale.method.scale_attention import ScaleFusionProcessor
+from freescale.method.scale_fusion import scale_fusion, self_attention_modules
 
 
 def _unet_inputs(pipe, size=64):
@@ -97,7 +97,7 @@ def test_freeu_hooks_follow_the_channel_rule(tiny_model):
 
 
 def test_freeu_edits_backbone_half_and_skip(tiny_model):
-    from freescale.freeu import FreeUPreHook, fourier_filter
+    from freescale.method.freeu import FreeUPreHook, fourier_filter
 
     hook = FreeUPreHook(hidden_channels=4, backbone_scale=1.1, skip_scale=0.6)
     x = torch.randn(1, 7, 6, 6)

@@ -5,11 +5,11 @@ import torch
 from diffusers.models.attention_processor import Attention
 from torch import nn
 
-from freescale.cluster.band_ops import BandConv2d, BandGroupNorm
-from freescale.cluster.local_ranks import max_relative_error, run_ranks
-from freescale.cluster.shard_context import ShardContext
-from freescale.freeu import band_fourier_filter, fourier_filter
-from freescale.scale_attention import FusionStep, ScaleFusionProcessor
+from freescale.cluster.sharding.band_ops import BandConv2d, BandGroupNorm
+from freescale.cluster.sharding.local_ranks import max_relative_error, run_ranks
+from freescale.cluster.sharding.shard_context import ShardContext
+from freescale.method.freeu import band_fourier_filter, fourier_filter
+from freescale.method.scale_attention import FusionStep, ScaleFusionProcessor
 
 # A 44 x 20 latent: 11 four-row units, so 3 ranks hold 16/16/12 rows (4/4/3 at the /4 level) and
 # 4 ranks hold 12/12/12/8: odd and unequal bands at every level.
@@ -73,7 +73,7 @@ def freeu_cases(group):
 
 
 def attention_cases(group):
-    from freescale.cluster.shard_group import ShardGroup
+    from freescale.cluster.sharding.shard_group import ShardGroup
 
     errors = []
     # (n_h, n_w), fast mode, level, jitter key: windows cross band edges at every level.

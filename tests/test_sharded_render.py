@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from freescale.cluster.local_ranks import run_ranks
-from freescale.cluster.rank_render import assemble, render_on_rank
-from freescale.cluster.shard_group import ShardGroup
+from freescale.cluster.sharding.local_ranks import run_ranks
+from freescale.cluster.sharding.shard_group import ShardGroup
+from freescale.rendering.rank_render import assemble, render_on_rank
 
 BASE = {"prompt": "a red fox", "scale": 4, "steps": 4, "dilate_tau": 3, "seed": 7}
 
@@ -27,8 +27,8 @@ def _inputs(tmp):
 
 
 def render_variants(group, variants: dict, output: str, cfg_parallel: bool = False):
-    from freescale.model_loading import load_model, resolve_model_source
-    from freescale.render_config import build_config
+    from freescale.config.render_config import build_config
+    from freescale.models.loading import load_model, resolve_model_source
 
     model = load_model(resolve_model_source("tiny"), device="cpu")
     results = {}

@@ -13,11 +13,11 @@ import torch
 from PIL import Image
 
 from freescale.errors import ConfigError
-from freescale.image_output import OutputOptions, pyramid_levels, save_image, srgb_profile
-from freescale.streaming_output import write_image_strips
-from freescale.tiled_vae import decode_row_strips
+from freescale.method.tiled_vae import decode_row_strips
+from freescale.method.vae_transitions import decode_band, decode_band_strips, pixel_strips, to_pixels
+from freescale.outputs.image_output import OutputOptions, pyramid_levels, save_image, srgb_profile
+from freescale.outputs.streaming_output import write_image_strips
 from freescale.tiling.vae_tiles import contributing_tiles, decode_axis_tiles
-from freescale.vae_transitions import decode_band, decode_band_strips, pixel_strips, to_pixels
 
 RECIPE = {"prompt": "a red fox", "seed": 7}
 
@@ -229,7 +229,7 @@ def test_peak_memory_is_a_few_tile_rows(tmp_path, name):
 
 @pytest.fixture(scope="module")
 def vae():
-    from freescale.tiny_model import _vae
+    from freescale.models.tiny_sdxl import _vae
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # many small convolutions: one thread is faster on a shared 2-core machine

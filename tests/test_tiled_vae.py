@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
-from freescale.tiled_vae import bicubic_rows, decode_rows, encode_rows, sample_latents
+from freescale.method.tiled_vae import bicubic_rows, decode_rows, encode_rows, sample_latents
 from freescale.tiling.vae_tiles import (
     bicubic_source_rows,
     contributing_tiles,
@@ -31,7 +31,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def vae():
-    from freescale.tiny_model import build_tiny_pipeline
+    from freescale.models.tiny_sdxl import build_tiny_pipeline
 
     model = build_tiny_pipeline(0).vae
     model.enable_tiling()  # only the diffusers references use this flag

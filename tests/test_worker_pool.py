@@ -13,7 +13,7 @@ import ray  # noqa: E402  (a hard dependency: never skipped)
 # Workers cannot import this test module (tests/ is not on their path), so ship its functions by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-from freescale.cluster.worker_pool import WorkerLost, WorkerPool  # noqa: E402
+from freescale.cluster.ray.worker_pool import WorkerLost, WorkerPool  # noqa: E402
 from freescale.errors import ConfigError  # noqa: E402
 
 BANDS = [(0, 8), (8, 12), (12, 20)]

@@ -1,0 +1,92 @@
+"""Sharded Conv2d and GroupNorm: tiny wrappers around the originals that work on one row band.
+
+A conv borrows the halo rows its kernel reads from the ranks that hold them; GroupNorm sums its
+statistics over all ranks in fp32. With one rank there is nothing to borrow or sum, and both are
+the wrapped operator itself, so a sharded UNet stays usable as a plain one.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from freescale.cluster.sharding.shard_context import ShardContext
+from freescale.tiling.bands import clip, conv_input_rows
+
+
+class BandConv2d(nn.Module):
+    """Conv2d on a row band; reads `inner`'s dilation and padding at call time (the dilation switch)."""
+
+    def __init__(self, inner: nn.Conv2d, context: ShardContext):
+        super().__init__()
+        self.inner = inner
+        self.context = context
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, ctx = self.inner, self.context
+        if ctx.group.world == 1:
+            return conv(x)  # the whole plane: no halo to borrow
+        (kh, _), (sh, _), (ph, pw), (dh, _) = conv.kernel_size, conv.stride, conv.padding, conv.dilation
+        factor = ctx.factor_for_rows(x.shape[-2])
+        in_bands = ctx.bands_at(factor)
+        full_rows = ctx.grid_at(factor)[0]
+        out_bands = [(a // sh, b // sh) for a, b in in_bands]
+        wanted = [conv_input_rows(band, sh, ph, dh, kh) for band in out_bands]
+        rows = ctx.group.fetch_rows(x, in_bands, [clip(w, full_rows) for w in wanted], dim=-2)
+        lo, hi = wanted[ctx.group.rank]
+        rows = F.pad(rows, (0, 0, max(0, -lo), max(0, hi - full_rows)))
+        return F.conv2d(
+            rows, conv.weight, conv.bias, (sh, conv.stride[1]), (0, pw), conv.dilation, conv.groups
+        )
+
+
+class BandGroupNorm(nn.Module):
+    """GroupNorm whose mean and variance are over the whole stage: two fp32 all-reduces (mean, then
+    squared deviations) so the variance is as accurate as a single-process two-pass computation."""
+
+    def __init__(self, inner: nn.GroupNorm, context: ShardContext):
+        super().__init__()
+        self.inner = inner
+        self.context = context
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gn, group = self.inner, self.context.group
+        if group.world == 1:
+            return gn(x)  # the whole plane: the statistics are already complete
+        b, c = x.shape[:2]
+        grouped = x.reshape(b, gn.num_groups, -1).float()
+        count = torch.tensor([float(grouped.shape[-1])], device=x.device)
+        sums = torch.cat([grouped.sum(-1).reshape(-1), count])
+        group.all_reduce_sum(sums)
+        total = sums[-1]
+        mean = (sums[:-1] / total).view(b, gn.num_groups, 1)
+        centred = grouped - mean
+        var = group.all_reduce_sum((centred * centred).sum(-1)) / total
+        normed = centred * torch.rsqrt(var.unsqueeze(-1) + gn.eps)
+        normed = normed.reshape(x.shape).to(x.dtype)
+        if gn.affine:
+            shape = (1, c) + (1,) * (x.dim() - 2)
+            normed = normed * gn.weight.view(shape) + gn.bias.view(shape)
+        return normed
+
+
+def shard_unet(unet: nn.Module, context: ShardContext) -> None:
+    """Swap the UNet's spatial convs and GroupNorms for band versions, in place (once per model)."""
+    context.align = 2 ** (len(unet.down_blocks) - 1)
+    for parent in list(unet.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Conv2d) and (child.kernel_size[0] > 1 or child.stride[0] > 1):
+                setattr(parent, name, BandConv2d(child, context))
+            elif isinstance(child, nn.GroupNorm):
+                setattr(parent, name, BandGroupNorm(child, context))
+
+
+def shard_context_of(unet: nn.Module) -> ShardContext:
+    """The UNet's band context, sharding the UNet the first time (a worker keeps it for every render)."""
+    context = getattr(unet, "shard_context", None)
+    if context is None:
+        context = ShardContext()
+        shard_unet(unet, context)
+        unet.shard_context = context
+    return context

@@ -1,0 +1,5 @@
+import sys
+
+from freescale.cli.commands import main
+
+sys.exit(main())

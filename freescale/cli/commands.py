@@ -1,0 +1,108 @@
+"""The `freescale` command: render, batch, plan, make-test-model. Bad input exits with code 2 before any
+loading."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from freescale.cli.model_commands import cmd_make_test_model
+from freescale.cli.plan_command import cmd_plan
+from freescale.cli.render_command import cmd_batch, cmd_render
+from freescale.cli.render_options import add_cluster_options, add_render_options
+from freescale.errors import ConfigError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="freescale", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    render = commands.add_parser(
+        "render",
+        help="render an image",
+        description="Render one image with "
+        "FreeScale. Every option falls back to the preset, then to its default.",
+    )
+    add_render_options(render)
+    render.set_defaults(run=cmd_render)
+    plan = commands.add_parser(
+        "plan",
+        help="predict a render's time, memory and sharding without rendering",
+        description="Predict each stage's sharding, FLOPs and bytes per worker, seconds and peak memory per "
+        "worker from the calibrated cost model (README: Planning a render). Loads no model.",
+    )
+    plan.add_argument(
+        "--model",
+        default="sdxl",
+        help="'sdxl' (SDXL base's architecture, no files), 'tiny', a diffusers directory or a .safetensors "
+        "file (only configs and headers are read) (default: sdxl)",
+    )
+    plan.add_argument("--model-config", help="for a .safetensors file: its diffusers-layout config directory")
+    plan.add_argument("--size", help="final size WIDTHxHEIGHT (default: --scale times native)")
+    plan.add_argument(
+        "--scale", type=int, help="final size as a multiple of the native resolution (default: 2)"
+    )
+    plan.add_argument("--stages", help="explicit stage sizes, e.g. 1024,2048,4096")
+    plan.add_argument("--stage-rule", choices=["double", "direct"], help="(default: double)")
+    plan.add_argument(
+        "--workers", type=int, default=1, help="ranks each upper stage is sharded over (default: 1)"
+    )
+    plan.add_argument(
+        "--link", default="nvlink", choices=["nvlink", "pcie", "ethernet", "loopback"],
+        help="interconnect preset (README lists their assumed bandwidth and latency) (default: nvlink)",
+    )  # fmt: skip
+    plan.add_argument("--link-gbps", type=float, help="override the link's bandwidth, GB/s")
+    plan.add_argument("--link-latency-us", type=float, help="override the link's latency per collective, us")
+    plan.add_argument(
+        "--device", default="NVIDIA H200", help="calibrated device (default: NVIDIA H200; or cpu)"
+    )
+    plan.add_argument("--fast-mode", action="store_true", help="global attention over strided sub-grids")
+    plan.add_argument("--cfg-parallel", action="store_true", help="guidance halves on two groups of workers")
+    plan.add_argument("--steps", type=int, default=50, help="(default: 50)")
+    plan.add_argument("--restart", type=float, default=0.3, help="(default: 0.3)")
+    plan.add_argument("--device-memory", type=float, help="GiB per device: also check that the render fits")
+    plan.add_argument("--json", action="store_true", help="every worker's numbers as JSON")
+    plan.set_defaults(run=cmd_plan)
+    make = commands.add_parser("make-test-model", help="save the built-in tiny model in diffusers layout")
+    make.add_argument("directory")
+    make.add_argument(
+        "--seed", type=int, default=0, help="weight seed (default: 0, the same as --model tiny)"
+    )
+    make.add_argument(
+        "--single-file",
+        action="store_true",
+        help="also write tiny_sdxl.safetensors in the original SDXL single-file layout",
+    )
+    make.set_defaults(run=cmd_make_test_model)
+    batch = commands.add_parser(
+        "batch",
+        help="many renders with the model kept warm",
+        description="Render every job of a YAML file ({defaults: {...}, preset: NAME, jobs: [{prompt: ..., "
+        "output: ...}, ...]}) or of a prompts file (one prompt per line). Finished outputs are skipped, "
+        "so a rerun completes a batch; a failed job is reported and the others go on.",
+    )
+    batch.add_argument("jobs", help="a .yaml/.yml jobs file or a text file of prompts")
+    batch.add_argument("--output-dir", help="where relative outputs go (default: the jobs file's directory)")
+    batch.add_argument("--quiet", action="store_true", help="no progress output")
+    add_cluster_options(batch)
+    batch.set_defaults(run=cmd_batch)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ConfigError, NotImplementedError) as exc:  # bad input, or a documented unsupported case
+        print(f"freescale: error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        from freescale.cluster.ray.worker_pool import WorkerLost
+
+        if not isinstance(exc, WorkerLost):
+            raise
+        print(f"freescale: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

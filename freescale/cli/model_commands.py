@@ -1,0 +1,22 @@
+"""`freescale make-test-model`: save a built-in tiny model to disk, as a user's model would be."""
+
+from __future__ import annotations
+
+import argparse
+
+from freescale.errors import ConfigError
+
+
+def cmd_make_test_model(args: argparse.Namespace) -> int:
+    import os
+
+    from freescale.models.loading import save_tiny_model
+
+    if os.path.exists(args.directory) and os.listdir(args.directory):
+        raise ConfigError(f"make-test-model: {args.directory} exists and is not empty")
+    parent = os.path.dirname(os.path.abspath(args.directory))
+    if not os.path.isdir(parent):
+        raise ConfigError(f"make-test-model: parent directory {parent} does not exist")
+    save_tiny_model(args.directory, seed=args.seed, single_file=args.single_file)
+    print(f"wrote the built-in test model to {args.directory}")
+    return 0

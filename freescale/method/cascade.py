@@ -1,0 +1,261 @@
+"""The self-cascade (SPEC 1-2, 7) on one rank of a group: a base stage, then for each higher stage
+decode, resize, re-encode, restart from a noised latent and denoise with scale fusion.
+
+Every rank holds a row band of each upper stage; with one rank the band is the whole latent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from freescale.cluster.sharding.band_ops import shard_context_of
+from freescale.cluster.sharding.cfg_split import CfgSplit
+from freescale.cluster.sharding.shard_group import ShardGroup
+from freescale.config.render_config import RenderConfig
+from freescale.method import vae_transitions
+from freescale.method.detail_mask import cosine_exponent, load_binary_mask
+from freescale.method.freeu import freeu_applied
+from freescale.method.random_draws import keyed_generator, keyed_normal
+from freescale.method.scale_fusion import scale_fusion
+from freescale.method.snapshots import CheckpointEvent, CheckpointSink, Snapshot, supports_mid_stage
+from freescale.models.conditioning import Conditioning, encode_conditioning
+from freescale.progress import Progress
+
+
+def cosine_factor(timestep: float, num_train_timesteps: int, exponent: torch.Tensor | float) -> torch.Tensor:
+    """c = (0.5 * (1 + cos(pi * (T - t) / T))) ** exponent, in float64 (a number or a per-position map)."""
+    base = 0.5 * (1 + math.cos(math.pi * (num_train_timesteps - float(timestep)) / num_train_timesteps))
+    return torch.as_tensor(base, dtype=torch.float64) ** torch.as_tensor(exponent, dtype=torch.float64)
+
+
+def restart_latents(scheduler, x0: torch.Tensor, noise: torch.Tensor, first: int) -> list[torch.Tensor]:
+    """z_i = add_noise(x0, eps, t_i) for i >= first (index i - first); call before set_begin_index."""
+    return [scheduler.add_noise(x0, noise, t.reshape(1)) for t in scheduler.timesteps[first:]]
+
+
+def _check_deterministic_sampler(scheduler, world: int) -> None:
+    if world > 1 and "Ancestral" in type(scheduler).__name__:
+        raise NotImplementedError(
+            f"{type(scheduler).__name__} draws noise for the tensor it is given; with {world} ranks each "
+            "would draw for its band and the result would depend on the sharding. Use one worker."
+        )
+
+
+Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def guided_predictor(unet, scheduler, cond: Conditioning, cfg: CfgSplit | None = None) -> Predictor:
+    """eps(latents, t) with classifier-free guidance; with `cfg` this rank runs only its half of the
+    batch and swaps predictions with its partner."""
+
+    def predict(latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if not cond.uses_guidance:
+            return unet(scheduler.scale_model_input(latents, t), t, **cond.unet_kwargs(), return_dict=False)[
+                0
+            ]
+        if cfg is None:
+            batch = scheduler.scale_model_input(torch.cat([latents] * 2), t)
+            uncond, text = unet(batch, t, **cond.unet_kwargs(), return_dict=False)[0].chunk(2)
+        else:
+            batch = scheduler.scale_model_input(latents, t)
+            uncond, text = cfg.swap(unet(batch, t, **cond.unet_kwargs(cfg.half), return_dict=False)[0])
+        return uncond + cond.guidance * (text - uncond)
+
+    return predict
+
+
+@torch.no_grad()
+def denoise(
+    scheduler,
+    predict: Predictor,
+    latents: torch.Tensor,
+    first_step: int,
+    seed: int,
+    stage: int,
+    before_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+    after_step: Callable[[int, torch.Tensor], None] | None = None,
+) -> torch.Tensor:
+    """Steps first_step .. end of an already set schedule; `before_step(i, latents)` may replace latents,
+    `after_step(i, latents)` sees the latents step i produced."""
+    scheduler.set_begin_index(first_step)
+    for i in range(first_step, len(scheduler.timesteps)):
+        t = scheduler.timesteps[i]
+        if before_step is not None:
+            latents = before_step(i, latents)
+        eps = predict(latents, t)
+        generator = keyed_generator(seed, "sampler", stage, i)
+        latents = scheduler.step(eps, t, latents, generator=generator, return_dict=False)[0]
+        if after_step is not None:
+            after_step(i, latents)
+    return latents
+
+
+class Cascade:
+    """One render on one rank: `run()` returns every stage's whole latents, the same on every rank.
+
+    From a `snapshot` it continues where an earlier run stopped. With `checkpoint_every` (the same on
+    every rank, as it decides collectives) the latents are gathered every that many steps and at each
+    stage end, and world rank 0 hands them to `on_checkpoint`.
+    """
+
+    def __init__(
+        self,
+        model,
+        config: RenderConfig,
+        progress: Progress | None = None,
+        group: ShardGroup | None = None,
+        cfg: CfgSplit | None = None,
+        snapshot: Snapshot | None = None,
+        checkpoint_every: int | None = None,
+        on_checkpoint: CheckpointSink | None = None,
+    ):
+        self.pipe = model.pipe
+        self.native = model.native_size
+        self.config = config
+        self.group = group or ShardGroup.single()
+        self.cfg = cfg  # with CFG split over two groups, `group` is this rank's half
+        self.world = cfg.world if cfg is not None else self.group
+        quiet = progress is None or self.world.rank != 0
+        self.progress = Progress(quiet=True) if quiet else progress
+        self.unet, self.vae, self.scheduler = self.pipe.unet, self.pipe.vae, self.pipe.scheduler
+        self.shard = shard_context_of(self.unet)
+        self.mask = load_binary_mask(config.mask) if config.mask else None
+        _check_deterministic_sampler(self.scheduler, self.group.world)
+        self.snapshot = snapshot or Snapshot()
+        mid_stage = checkpoint_every is not None and supports_mid_stage(self.scheduler)
+        self.checkpoint_every = checkpoint_every if mid_stage else None
+        self.on_checkpoint = on_checkpoint if self.world.rank == 0 else None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    def run(self) -> list[torch.Tensor]:
+        c = self.config
+        cond = encode_conditioning(self.pipe, c.prompt, c.negative_prompt, c.guidance, c.stages[0])
+        results = [t.to(self.device, self.dtype) for t in self.snapshot.finished]
+        with freeu_applied(self.unet, c.freeu, self.shard):
+            if not results:
+                results.append(self._finish(0, self.base_stage(cond)))
+            for stage in range(len(results), len(c.stages)):
+                results.append(self._finish(stage, self.upper_stage(stage, results[-1], cond)))
+        return results
+
+    def _finish(self, stage: int, latents: torch.Tensor) -> torch.Tensor:
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(CheckpointEvent(stage, latents.cpu()))
+        return latents
+
+    def _resume_point(self, stage: int) -> tuple[int, torch.Tensor] | None:
+        """(next step, whole latents) when the snapshot stopped inside this stage."""
+        s = self.snapshot
+        if s.latents is None or len(s.finished) != stage:
+            return None
+        return s.step, s.latents.to(self.device, self.dtype)
+
+    def _after_step(self, stage: int, first: int, gather=None) -> Callable[[int, torch.Tensor], None]:
+        """Progress, and every `checkpoint_every` steps the whole latents for the checkpoint."""
+        steps, num_stages, every = self.config.steps, len(self.config.stages), self.checkpoint_every
+
+        def after(i: int, latents: torch.Tensor) -> None:
+            self.progress.step(stage, num_stages, i, steps, first_step=first)
+            if every is None or (i + 1) % every or i + 1 == steps:
+                return
+            whole = gather(latents) if gather is not None else latents
+            if self.on_checkpoint is not None:
+                self.on_checkpoint(CheckpointEvent(stage, whole.cpu(), step=i + 1))
+
+        return after
+
+    def _latent_shape(self, stage: int) -> tuple[int, int, int, int]:
+        h, w = self.config.stages[stage]
+        scale = vae_transitions.vae_scale(self.vae)
+        return (1, self.unet.config.in_channels, h // scale, w // scale)
+
+    def base_stage(self, cond: Conditioning) -> torch.Tensor:
+        """Rank 0 renders the small base stage unsharded (whole CFG batch); the others receive it."""
+        shape = self._latent_shape(0)
+        if self.world.rank == 0:
+            latents = self._base_latents(cond, shape)
+        else:
+            latents = torch.empty(shape, dtype=self.dtype, device=self.device)
+        return self.world.broadcast(latents.contiguous(), src=0)
+
+    def _base_latents(self, cond: Conditioning, shape: tuple[int, ...]) -> torch.Tensor:
+        c = self.config
+        self.shard.group = ShardGroup.single()
+        self.shard.set_stage(shape[-2:])
+        if c.image is not None:
+            from PIL import Image
+
+            with Image.open(c.image) as image:
+                pixels = vae_transitions.from_pil(image, self.device, self.vae.dtype)
+            noise = keyed_normal(shape, c.seed, "vae-sample", 0)
+            return vae_transitions.encode_image(self.vae, pixels, noise).to(self.dtype)
+        self.scheduler.set_timesteps(c.steps, device=self.device)
+        first, latents = self._resume_point(0) or (0, None)
+        if latents is None:
+            noise = keyed_normal(shape, c.seed, "initial", dtype=self.dtype, device=self.device)
+            latents = noise * self.scheduler.init_noise_sigma
+        predict = guided_predictor(self.unet, self.scheduler, cond)
+        after = self._after_step(0, first)
+        return denoise(self.scheduler, predict, latents, first, c.seed, 0, after_step=after)
+
+    def upper_stage(self, stage: int, previous: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        c = self.config
+        shape = self._latent_shape(stage)
+        self.shard.group = self.group
+        self.shard.set_stage(shape[-2:])
+        a, b = self.shard.band
+        sample_noise = keyed_normal(shape, c.seed, "vae-sample", stage)[..., a:b, :]
+        x0 = vae_transitions.next_stage_band(self.vae, previous, c.stages[stage], (a, b), sample_noise)
+        x0 = x0.to(self.device, self.dtype)
+        noise = keyed_normal(shape, c.seed, "restart-noise", stage, dtype=self.dtype, device=self.device)
+        self.scheduler.set_timesteps(c.steps, device=self.device)
+        first = c.restart_step
+        noised = restart_latents(self.scheduler, x0, noise[..., a:b, :], first)
+        exponent = cosine_exponent(self.mask, shape[-2:], c.cosine_scale, c.cosine_scale_bg)
+        if isinstance(exponent, torch.Tensor):
+            exponent = exponent[..., a:b, :]
+        total = self.scheduler.config.num_train_timesteps
+
+        fusion = scale_fusion(
+            self.unet, self.native, c.stages[stage], fast_mode=c.fast_mode, dilation=True, freeu=None,
+            jitter_seed=c.seed, blur_channels=c.blur == "3d", shard=self.shard,
+        )  # fmt: skip
+        with fusion as handle:
+
+            def before_step(i: int, latents: torch.Tensor) -> torch.Tensor:
+                handle.begin_step(stage, i, dilate=i < c.dilate_tau)
+                # Cast first so that a full mask and a plain exponent blend in exactly the same arithmetic.
+                factor = cosine_factor(self.scheduler.timesteps[i], total, exponent).to(
+                    self.device, self.dtype
+                )
+                return latents * (1 - factor) + noised[i - first] * factor
+
+            def gather(band: torch.Tensor) -> torch.Tensor:
+                return self.group.all_gather_rows(band.contiguous(), self.shard.bands, dim=-2)
+
+            start, latents = first, noised[0]
+            resume = self._resume_point(stage)
+            if resume is not None:
+                start, latents = resume[0], resume[1][..., a:b, :]
+            predict = guided_predictor(self.unet, self.scheduler, cond, self.cfg)
+            band = denoise(
+                self.scheduler, predict, latents, start, c.seed, stage,
+                before_step=before_step, after_step=self._after_step(stage, start, gather),
+            )  # fmt: skip
+        return gather(band)
+
+    def image_rows(self, latents: torch.Tensor, pixel_rows: tuple[int, int]) -> np.ndarray:
+        """Rows of a stage's image (H, W, 3) at the config's bit depth, from the stage's whole latents."""
+        decoded = vae_transitions.decode_band(self.vae, latents, pixel_rows)
+        return vae_transitions.to_pixels(decoded, self.config.bit_depth)

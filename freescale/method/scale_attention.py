@@ -1,0 +1,195 @@
+"""Scale-fusion self-attention as a diffusers attention processor on attn1 (SPEC 4).
+
+Local windows are attended in batches instead of one call per window, the q/k/v projections are
+computed once on the zero-padded grid (they are per token, so windows share them), and the output
+projection is applied after averaging (it is affine, so the average commutes with it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from freescale.cluster.sharding.shard_context import ShardContext
+from freescale.method.gaussian_blur import gaussian_blur
+from freescale.tiling.bands import clip
+from freescale.tiling.windows import LocalWindows, jitter_key, local_windows, windows_touching_rows
+
+# Query rows (batch x windows x window tokens) of one batched local-attention call. Batching pays only
+# for small windows, where per-call overhead dominates; a window of this size or larger fills a call on
+# its own (measured: bench/window_batching.py). It also bounds the memory of the stacked q/k/v.
+WINDOW_TOKENS_PER_CALL = 1 << 13
+
+
+@dataclass
+class FusionStep:
+    """What every scale-fusion layer needs to know about the current UNet call."""
+
+    scale_counts: tuple[int, int]
+    shard: ShardContext = field(default_factory=ShardContext)
+    fast_mode: bool = False
+    jitter_seed: int | None = None
+    stage: int = 0
+    step: int = 0
+    blur_channels: bool = True
+
+    @property
+    def n(self) -> int:
+        return max(self.scale_counts)
+
+    def windows(self, grid: tuple[int, int], layer: int) -> LocalWindows:
+        key = None
+        if self.jitter_seed is not None:
+            key = jitter_key(self.jitter_seed, self.stage, self.step, layer)
+        return local_windows(grid, self.n, key)
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, T, C) -> (B, heads, T, C // heads)."""
+    b, t, c = x.shape
+    return x.view(b, t, heads, c // heads).transpose(1, 2)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    b, h, t, d = x.shape
+    return x.transpose(1, 2).reshape(b, t, h * d)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """Plain multi-head attention on (B, T, C) tensors, before the output projection."""
+    out = F.scaled_dot_product_attention(_heads(q, heads), _heads(k, heads), _heads(v, heads))
+    return _merge_heads(out).to(q.dtype)
+
+
+def window_slices(windows: LocalWindows) -> list[tuple[slice, slice]]:
+    """(rows, columns) of each window in the padded grid."""
+    wh, ww = windows.size
+    return [(slice(r, r + wh), slice(c, c + ww)) for r, c in windows.corners]
+
+
+def local_attention(qkv: torch.Tensor, windows: LocalWindows, heads: int) -> torch.Tensor:
+    """Average of every window's attention output, per token of the padded grid: (B, Hp * Wp, C).
+
+    `qkv` is (3, B, Hp * Wp, C): projections of the zero-padded grid. Windows are cut out as slices
+    (one copy kernel per chunk of windows) and their outputs added back as slices: no index tensors,
+    no atomics, no host-device traffic.
+    """
+    _, batch, tokens, channels = qkv.shape
+    width = windows.padded_grid[1]
+    grid = qkv.view(3, batch, tokens // width, width, channels)
+    wh, ww = windows.size
+    total = torch.zeros(grid.shape[1:], dtype=qkv.dtype, device=qkv.device)
+    count = torch.zeros(grid.shape[2:4], dtype=qkv.dtype, device=qkv.device)
+    slices = window_slices(windows)
+    chunk = max(1, WINDOW_TOKENS_PER_CALL // (batch * wh * ww))
+    for first in range(0, len(slices), chunk):
+        part = slices[first : first + chunk]
+        q, k, v = (torch.stack([t[:, rows, cols] for rows, cols in part], dim=1) for t in grid)
+        out = attend(*(t.reshape(-1, wh * ww, channels) for t in (q, k, v)), heads)
+        out = out.view(batch, len(part), wh, ww, channels)
+        for j, (rows, cols) in enumerate(part):
+            total[:, rows, cols] += out[:, j]
+            count[rows, cols] += 1  # windows per token: small integers, exact in any float dtype
+    return (total / count.clamp(min=1)[None, :, :, None]).view(batch, tokens, channels)
+
+
+def strided_subgrid_attention(
+    q: torch.Tensor, kv: torch.Tensor, first_row: int, counts: tuple[int, int], heads: int
+) -> torch.Tensor:
+    """Fast-mode global branch: sub-grid x[a::n_h, b::n_w] attends only to itself.
+
+    q: (B, rows, w, C) for grid rows [first_row, ...); kv: (2, B, h, w, C) for the whole grid.
+    """
+    batch, rows, w, channels = q.shape
+    nh, nw = counts
+    out = torch.empty_like(q)
+    for a in range(nh):
+        local_a = (a - first_row) % nh  # first of this rank's rows that lies in sub-grid row class a
+        if local_a >= rows:
+            continue
+        k, v = kv[:, :, a::nh]
+        for b in range(nw):
+            q_sub = q[:, local_a::nh, b::nw]
+            sh, sw = q_sub.shape[1:3]
+            out[:, local_a::nh, b::nw] = attend(
+                q_sub.reshape(batch, sh * sw, channels),
+                k[:, :, b::nw].reshape(batch, -1, channels),
+                v[:, :, b::nw].reshape(batch, -1, channels),
+                heads,
+            ).view(batch, sh, sw, channels)
+    return out
+
+
+def _check_plain_self_attention(attn, encoder_hidden_states, attention_mask) -> None:
+    unsupported = {
+        "cross-attention input": encoder_hidden_states is not None,
+        "an attention mask": attention_mask is not None,
+        "spatial_norm": attn.spatial_norm is not None,
+        "group_norm": attn.group_norm is not None,
+        "norm_q/norm_k": attn.norm_q is not None or attn.norm_k is not None,
+        "residual_connection": attn.residual_connection,
+        "rescale_output_factor != 1": attn.rescale_output_factor != 1.0,
+    }
+    found = [name for name, present in unsupported.items() if present]
+    if found:
+        raise NotImplementedError(f"scale fusion supports plain self-attention only; this layer has {found}")
+
+
+class ScaleFusionProcessor:
+    """attn1 processor: out = G(local) + global - G(global), with G the Gaussian filter.
+
+    Works on this rank's row band of the token grid: it borrows the rows its local windows and
+    the blur reach into, and gathers keys/values of the whole grid for the global branch.
+    """
+
+    def __init__(self, step: FusionStep, layer: int):
+        self.step = step
+        self.layer = layer
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **_):
+        _check_plain_self_attention(attn, encoder_hidden_states, attention_mask)
+        shard = self.step.shard
+        batch, tokens, channels = hidden_states.shape
+        factor = shard.factor_for_tokens(tokens)
+        grid, bands = shard.grid_at(factor), shard.bands_at(factor)
+        (h, w), (a, b) = grid, bands[shard.group.rank]
+        x = hidden_states.view(batch, b - a, w, channels)
+        windows = self.step.windows(grid, self.layer)
+
+        # Local branch: the windows that touch this band, on the rows they cover.
+        reach = [windows_touching_rows(windows, band) for band in bands]
+        rows = shard.group.fetch_rows(x, bands, [clip(r.rows, h) for r in reach], dim=1)
+        mine = reach[shard.group.rank]
+        top = mine.rows[0]
+        padded = F.pad(rows, (0, 0, windows.pad[1], windows.pad[1], max(0, -top), max(0, mine.rows[1] - h)))
+        proj = torch.stack([attn.to_q(padded), attn.to_k(padded), attn.to_v(padded)])
+        inner = proj.shape[-1]
+        local = local_attention(proj.view(3, batch, -1, inner), mine.windows, attn.heads)
+        pw = windows.pad[1]
+        proj = proj.view(3, batch, -1, w + 2 * pw, inner)
+        local = local.view(batch, -1, w + 2 * pw, inner)[:, a - top : b - top, pw : pw + w]
+
+        # Global branch: this band's queries against keys/values of the whole grid.
+        band_proj = proj[:, :, a - top : b - top, pw : pw + w]
+        kv = shard.group.all_gather_rows(band_proj[1:].contiguous(), bands, dim=2)
+        if self.step.fast_mode:
+            glob = strided_subgrid_attention(band_proj[0], kv, a, self.step.scale_counts, attn.heads)
+        else:
+            q = band_proj[0].reshape(batch, -1, inner)
+            k, v = kv.reshape(2, batch, h * w, inner)
+            glob = attend(q, k, v, attn.heads).view(batch, b - a, w, inner)
+
+        local = attn.to_out[1](attn.to_out[0](local))
+        glob = attn.to_out[1](attn.to_out[0](glob))
+        # G is linear: G(local) + global - G(global) = global + G(local - global), one blur not two.
+        kernel = 2 * self.step.n - 1
+        halo = kernel // 2
+        # Borrowed rows beyond the band are real data; beyond the grid, the blur's own zero padding.
+        needs = [clip((lo - halo, hi + halo), h) for lo, hi in bands]
+        diff = shard.group.fetch_rows(local - glob, bands, needs, dim=1)
+        blurred = gaussian_blur(diff, kernel, channels=self.step.blur_channels)
+        first = a - needs[shard.group.rank][0]
+        fused = glob + blurred[:, first : first + (b - a)]
+        return fused.reshape(batch, tokens, -1)

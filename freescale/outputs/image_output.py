@@ -1,0 +1,105 @@
+"""Writing outputs atomically, with their recipe: PNG/JPEG/TIFF (tiled, deflate, 8 or 16 bit, DPI, sRGB ICC
+profile, BigTIFF only when needed, optional pyramid); the writers are streaming_output and its formats."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+from PIL import ImageCms
+
+from freescale.atomic_files import atomic_write
+from freescale.errors import ConfigError
+
+TIFF_TILE = 512
+# Classic TIFF addresses 4 GB; leave room for tags, tile tables and the pyramid's levels.
+BIGTIFF_ABOVE = 2**32 - 2**27
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    dpi: int | None = None
+    pyramid: bool = False
+
+
+@cache
+def srgb_profile() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def halve(level: np.ndarray) -> np.ndarray:
+    """2x2 box mean, rounded, in the level's dtype; an odd last row or column is dropped.
+
+    Sums of four uint16 values are exact in float32, so halving any even run of rows separately gives the
+    same pixels as halving the whole level.
+    """
+    h, w = level.shape[0] // 2 * 2, level.shape[1] // 2 * 2
+    quads = level[:h, :w].astype(np.float32).reshape(h // 2, 2, w // 2, 2, -1).mean(axis=(1, 3))
+    return np.round(quads).astype(level.dtype)
+
+
+def pyramid_shapes(size: tuple[int, int], smallest: int = TIFF_TILE) -> list[tuple[int, int]]:
+    """(H, W) of each pyramid level below `size`, as `pyramid_levels` makes them."""
+    shapes, (h, w) = [], size
+    while max(h, w) > smallest:
+        h, w = h // 2, w // 2
+        shapes.append((h, w))
+    return shapes
+
+
+def pyramid_levels(pixels: np.ndarray, smallest: int = TIFF_TILE) -> list[np.ndarray]:
+    """Half-size reductions (2x2 box mean) until the longer side fits in one tile."""
+    levels, level = [], pixels
+    for _ in pyramid_shapes(pixels.shape[:2], smallest):
+        level = halve(level)
+        levels.append(level)
+    return levels
+
+
+def check_new_output(path: str, overwrite: bool) -> None:
+    """Refuse up front an existing output (the final link refuses it again, race-free)."""
+    if not overwrite and os.path.lexists(path):
+        raise ConfigError(f"output {path!r} already exists; pass --overwrite to replace it")
+
+
+def sidecar_path(path: str) -> str:
+    """out.png -> out.png.json: the recipe next to the image (the full name, so out.tif has its own)."""
+    return path + ".json"
+
+
+def write_sidecar(path: str, recipe: dict) -> None:
+    """The recipe of the image at `path`, as indented JSON beside it."""
+
+    def write_json(temporary: str) -> None:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(recipe, sort_keys=True, indent=2) + "\n")
+
+    # The sidecar describes the image just written, so it replaces any stale one (the CLI refuses
+    # up front to touch a user's existing files without --overwrite).
+    atomic_write(sidecar_path(path), write_json)
+
+
+def save_image(
+    pixels: np.ndarray,
+    path: str,
+    overwrite: bool = False,
+    recipe: dict | None = None,
+    options: OutputOptions = OutputOptions(),
+) -> None:
+    """Write (H, W, 3) uint8 or uint16 pixels, embedding the recipe and writing it beside as JSON.
+
+    The whole image as one strip of the streaming writer, so both paths write the same files.
+    """
+    # Imported here: streaming_output builds on this module's helpers.
+    from freescale.outputs.streaming_output import write_image_strips
+
+    write_image_strips([pixels], pixels.shape[:2], pixels.dtype, path, overwrite, recipe, options)
+
+
+def stage_path(path: str, stage: int, size: tuple[int, int]) -> str:
+    """Where `--save-stages` writes stage k: out.png -> out.stage0-1024x1024.png."""
+    stem, ext = os.path.splitext(path)
+    return f"{stem}.stage{stage}-{size[1]}x{size[0]}{ext}"

@@ -54,7 +54,7 @@ def read_lines(results: str, names: list[str]) -> list[dict[str, Any]]:
 
 
 def builtin_models() -> tuple[dict[str, Any], dict[str, Any]]:
-    """(models, unet_profiles) of 'sdxl' and 'tiny'."""
+    """(models, unet_profiles) of 'sdxl', 'tiny', 'sd15' and 'tiny-sd15'."""
     import torch
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
     from vae_tile import SDXL_VAE_CONFIG
@@ -84,8 +84,26 @@ def builtin_models() -> tuple[dict[str, Any], dict[str, Any]]:
                  count(tiny.text_encoder_2), "vae_parameters": count(tiny.vae),
                  "vae_tile": tiny.vae.config.sample_size, "vae_scale": 8, "vae_force_upcast": True},
     }  # fmt: skip
+    from freescale.models.sd15_unet import (
+        SD15_NATIVE_SIZE,
+        SD15_TEXT_PARAMETERS,
+        SD15_UNET_CONFIG,
+        SD15_VAE_PARAMETERS,
+    )
+    from freescale.models.tiny_sd15 import build_tiny_sd15_pipeline
+
+    tiny_sd15 = build_tiny_sd15_pipeline()
+    models["sd15"] = {"native_size": SD15_NATIVE_SIZE, "text_parameters": SD15_TEXT_PARAMETERS,
+                      "vae_parameters": SD15_VAE_PARAMETERS, "vae_tile": 512, "vae_scale": 8,
+                      "vae_force_upcast": True}  # fmt: skip
+    models["tiny-sd15"] = {"native_size": TINY_NATIVE_SIZE, "text_parameters": count(tiny_sd15.text_encoder),
+                           "vae_parameters": count(tiny_sd15.vae),
+                           "vae_tile": tiny_sd15.vae.config.sample_size, "vae_scale": 8,
+                           "vae_force_upcast": True}  # fmt: skip
     profiles = {}
-    for name, config in (("sdxl", dict(SDXL_UNET_CONFIG)), ("tiny", dict(tiny.unet.config))):
+    configs = (("sdxl", dict(SDXL_UNET_CONFIG)), ("tiny", dict(tiny.unet.config)),
+               ("sd15", dict(SD15_UNET_CONFIG)), ("tiny-sd15", dict(tiny_sd15.unet.config)))  # fmt: skip
+    for name, config in configs:
         profiles[name] = profile_unet(build_meta_unet(config), config).to_json()
     return models, profiles
 

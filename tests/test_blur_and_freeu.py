@@ -80,3 +80,27 @@ def test_band_sums_add_up_to_the_plane():
     bands = [(0, 4), (4, 5), (5, 11)]
     parts = sum(low_frequency_sums(x[..., a:b, :], a, 11) for a, b in bands)
     assert torch.allclose(parts, whole, atol=1e-4)
+
+
+def test_freeu_hook_gives_the_same_result_for_positional_and_keyword_calls():
+    # UNet2DConditionModel's up blocks call resnet(hidden, temb); a motion UNet's call
+    # resnet(input_tensor=hidden, temb=temb). The hook must edit the input either way.
+    from diffusers.models.resnet import ResnetBlock2D
+
+    from freescale.method.freeu import FreeUPreHook
+
+    torch.manual_seed(0)
+    resnet = ResnetBlock2D(in_channels=12, out_channels=8, temb_channels=16, groups=4).eval()
+    x, temb = torch.randn(2, 12, 8, 6), torch.randn(2, 16)
+    with torch.no_grad():
+        plain = resnet(x, temb)
+        handle = resnet.register_forward_pre_hook(FreeUPreHook(8, 1.3, 0.5), with_kwargs=True)
+        positional = resnet(x, temb)
+        keyword = resnet(input_tensor=x, temb=temb)
+        mixed = resnet(x, temb=temb)
+        handle.remove()
+        edited = torch.cat([x[:, :4] * 1.3, x[:, 4:8], fourier_filter(x[:, 8:], 0.5)], dim=1)
+        expected = resnet(edited, temb)
+    assert not torch.allclose(positional, plain)
+    assert torch.equal(positional, expected)
+    assert torch.equal(keyword, positional) and torch.equal(mixed, positional)

@@ -16,9 +16,9 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 from freescale.cli import commands as cli  # noqa: E402
 from freescale.outputs.checkpoints import CheckpointDir  # noqa: E402
-from freescale.rendering import api as rendering  # noqa: E402
+from freescale.rendering import in_process_pool  # noqa: E402
 from freescale.rendering import renderer as driver  # noqa: E402
-from freescale.rendering.rank_render import render_on_worker  # noqa: E402
+from freescale.rendering.rank_render import render_on_rank  # noqa: E402
 
 ARGS = ["a lighthouse", "--scale", "4", "--steps", "4", "--seed", "5", "--quiet"]
 
@@ -50,11 +50,11 @@ def test_stopped_driver_resumes_mid_stage_to_the_same_image(tmp_path, monkeypatc
     plain, resumed = tmp_path / "plain.png", tmp_path / "resumed.png"
     assert cli.main(["render", *ARGS, "-o", str(plain)]) == 0
     ckpt = tmp_path / "ckpt"
-    load = rendering.load_model_for
+    load = in_process_pool.load_model_for
     calls = []
 
-    def load_then_stop_in_stage_three(config):
-        model = load(config)
+    def load_then_stop_in_stage_three(*source):
+        model = load(*source)
 
         def count(module, args, kwargs):
             calls.append(1)
@@ -64,7 +64,7 @@ def test_stopped_driver_resumes_mid_stage_to_the_same_image(tmp_path, monkeypatc
         model.pipe.unet.register_forward_pre_hook(count, with_kwargs=True)
         return model
 
-    monkeypatch.setattr(rendering, "load_model_for", load_then_stop_in_stage_three)
+    monkeypatch.setattr(in_process_pool, "load_model_for", load_then_stop_in_stage_three)
     with pytest.raises(Stop):
         cli.main(
             ["render", *ARGS, "-o", str(resumed), "--checkpoint-dir", str(ckpt), "--checkpoint-every", "2"]
@@ -72,13 +72,13 @@ def test_stopped_driver_resumes_mid_stage_to_the_same_image(tmp_path, monkeypatc
     assert not resumed.exists()
     snapshot = CheckpointDir(str(ckpt)).load(3)
     assert len(snapshot.finished) == 2 and snapshot.step == 2  # stage 3 stopped after its step 2
-    monkeypatch.setattr(rendering, "load_model_for", load)
+    monkeypatch.setattr(in_process_pool, "load_model_for", load)
     assert cli.main(["render", "--resume", str(ckpt), "--quiet"]) == 0
     assert np.array_equal(pixels(plain), pixels(resumed))
 
 
-def dies_once_in_stage_three(state, config, cfg_parallel=False, resume=None):
-    """render_on_worker, except that rank 1 dies at its 6th UNet call (stage 3, step 3) the first time."""
+def dies_once_in_stage_three(state, config, cfg_parallel=False, resume=None, stages=None):
+    """render_on_rank, except that rank 1 dies at its 6th UNet call (stage 3, step 3) the first time."""
     marker = config.output + ".died"
     calls = []
 
@@ -90,7 +90,7 @@ def dies_once_in_stage_three(state, config, cfg_parallel=False, resume=None):
 
     handle = state.model.pipe.unet.register_forward_pre_hook(count, with_kwargs=True)
     try:
-        return render_on_worker(state, config, cfg_parallel, resume)
+        return render_on_rank(state, config, cfg_parallel, resume, stages)
     finally:
         handle.remove()
 
@@ -98,7 +98,7 @@ def dies_once_in_stage_three(state, config, cfg_parallel=False, resume=None):
 def test_killed_worker_is_replaced_and_the_render_resumes_to_the_same_image(tmp_path, monkeypatch, capsys):
     whole, survived = tmp_path / "whole.png", tmp_path / "survived.png"
     assert cli.main(["render", *ARGS, "-o", str(whole), "--workers", "2"]) == 0
-    monkeypatch.setattr(driver, "render_on_worker", dies_once_in_stage_three)
+    monkeypatch.setattr(driver, "render_on_rank", dies_once_in_stage_three)
     ckpt = tmp_path / "ckpt"
     argv = ["render", *ARGS[:-1], "-o", str(survived), "--workers", "2", "--checkpoint-dir", str(ckpt)]
     assert cli.main([*argv, "--checkpoint-every", "2", "--max-retries", "1"]) == 0

@@ -253,3 +253,11 @@ def test_bad_dtype_and_device_are_config_errors():
         load_model(source, device="gpu0")
     with pytest.raises(ConfigError, match="not valid"):
         load_model(ModelSource(kind="bogus", path=None, config_dir=None), device="cpu")
+
+
+def test_loaded_model_names_its_family_and_sd21_has_no_tiny_model(tmp_path):
+    loaded = load_model(resolve_model_source("tiny"), device="cpu")
+    assert loaded.family.name == "sdxl" and loaded.family.text_encoders == 2
+    with pytest.raises(ConfigError, match="'sd21'.*sdxl, sd15"):
+        save_tiny_model(str(tmp_path / "m"), family="sd21")
+    assert not (tmp_path / "m").exists()

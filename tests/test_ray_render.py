@@ -34,8 +34,8 @@ def test_two_ray_workers_give_the_one_rank_image(tmp_path):
     assert (tmp_path / "two.stage1-256x256.png").exists()
 
 
-def dies_on_rank_one(state, config, cfg_parallel=False):
-    """render_on_worker, except that rank 1 dies in the middle of the second stage."""
+def dies_on_rank_one(state, config, cfg_parallel=False, resume=None, stages=None):
+    """render_on_rank, except that rank 1 dies in the middle of the second stage."""
     calls = []
 
     def count(module, args, kwargs):
@@ -44,14 +44,14 @@ def dies_on_rank_one(state, config, cfg_parallel=False):
             os._exit(1)
 
     state.model.pipe.unet.register_forward_pre_hook(count, with_kwargs=True)
-    from freescale.rendering.rank_render import render_on_worker
+    from freescale.rendering.rank_render import render_on_rank
 
-    return render_on_worker(state, config, cfg_parallel)
+    return render_on_rank(state, config, cfg_parallel, resume, stages)
 
 
 def test_dead_worker_fails_the_render_by_name(tmp_path, monkeypatch):
     config = build_config({"prompt": "a fox", "scale": 4, "steps": 4, "output": str(tmp_path / "o.png")}, 128)
-    monkeypatch.setattr(driver, "render_on_worker", dies_on_rank_one)
+    monkeypatch.setattr(driver, "render_on_rank", dies_on_rank_one)
     with pytest.raises(WorkerLost) as info:
         with driver.Renderer(config, driver.Placement(workers=2), Progress(quiet=True)) as renderer:
             renderer.render_to_files(config)

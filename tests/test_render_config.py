@@ -99,3 +99,28 @@ def test_unknown_preset_key_is_named(tmp_path):
     path.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="must be a mapping"):
         load_preset(str(path))
+
+
+def test_freeu_defaults_to_the_model_familys_values():
+    from freescale.models.families import family_named
+
+    sd15 = family_named("sd15")
+    assert build_config({"prompt": "a"}, 128).freeu == (1.1, 1.2, 0.6, 0.4)  # no family: SDXL's, as before
+    assert build_config({"prompt": "a"}, 128, family=sd15).freeu == (1.5, 1.6, 0.9, 0.2)
+    assert build_config({"prompt": "a", "freeu": True}, 128, family=family_named("sd21")).freeu == (
+        1.4, 1.6, 0.9, 0.2
+    )  # fmt: skip
+    assert build_config({"prompt": "a", "freeu": "1,2,3,4"}, 128, family=sd15).freeu == (1.0, 2.0, 3.0, 4.0)
+    assert build_config({"prompt": "a", "freeu": False}, 128, family=sd15).freeu is None
+    assert build_config({"prompt": "a", "freeu": "off"}, 128, family=sd15).freeu is None
+
+
+def test_the_cli_takes_freeu_from_the_detected_family():
+    from freescale.cli import commands as cli
+    from freescale.cli.render_options import config_from_args
+
+    parser = cli.build_parser()
+    config, _ = config_from_args(parser.parse_args(["render", "a", "--model", "tiny-sd15"]))
+    assert config.freeu == (1.5, 1.6, 0.9, 0.2)
+    config, _ = config_from_args(parser.parse_args(["render", "a"]))
+    assert config.freeu == (1.1, 1.2, 0.6, 0.4)

@@ -57,7 +57,7 @@ def test_sdxl_render_is_bit_identical_to_the_old_tree(argv, name, expected, tmp_
     assert render_golden(argv, name, tmp_path) == expected
 
 
-# sha256 of one `freescale.method.scale_fusion` UNet call's output (float32 bytes) on the built-in model.
+# sha256 of one `freescale.scale_fusion` UNet call's output (float32 bytes) on the built-in model.
 SCALE_FUSION_GOLDEN = "ad4193a1f3100636968d31578515b3d66da51fe612db949e49f8c0bced8311ee"
 
 
@@ -77,7 +77,7 @@ def scale_fusion_output_hash(model) -> str:
             "time_ids": torch.tensor([[128, 128, 0, 0, 128, 128]] * 2),
         },
     )
-    with torch.no_grad(), freescale.method.scale_fusion(
+    with torch.no_grad(), freescale.scale_fusion(
         unet, native_size=(128, 128), target_size=(384, 512), fast_mode=False, dilation=True,
         freeu=(1.1, 1.2, 0.6, 0.4), jitter_seed=5,
     ) as fusion:  # fmt: skip

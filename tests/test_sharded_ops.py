@@ -110,3 +110,18 @@ def test_sharded_operators_equal_unsharded(world):
         assert max(results["norm"]) < 1e-5, (rank, results["norm"])
         assert max(results["freeu"]) < 1e-5, (rank, results["freeu"])
         assert max(results["attention"]) < 1e-5, (rank, results["attention"])
+
+
+def test_halo_rules_by_hand():
+    # The one source of the rows a band reads (BandConv2d and the traffic accounting both use it).
+    from freescale.tiling.bands import blur_reads, clipped, conv_reads, zero_rows
+
+    bands = [(0, 8), (8, 16)]
+    assert conv_reads(bands, 1, 1, 1, 3) == [(-1, 9), (7, 17)]  # a 3x3: one row either side
+    assert conv_reads(bands, 2, 1, 1, 3) == [(-1, 8), (7, 16)]  # stride 2: output rows 0-3 and 4-7
+    assert conv_reads(bands, 1, 3, 3, 3) == [(-3, 11), (5, 19)]  # the restrained dilation at n = 3
+    assert conv_reads(bands, 1, 0, 1, 1) == bands  # a 1x1 reads its own rows
+    assert conv_reads([(0, 8), (8, 8)], 1, 1, 1, 3)[1] == (8, 8)  # an empty band reads nothing
+    assert clipped(conv_reads(bands, 1, 3, 3, 3), 16) == [(0, 11), (5, 16)]
+    assert [zero_rows(r, 16) for r in conv_reads(bands, 1, 3, 3, 3)] == [(3, 0), (0, 3)]
+    assert blur_reads(bands, 5) == [(-2, 10), (6, 18)] and blur_reads(bands, 1) == bands

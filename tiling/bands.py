@@ -5,6 +5,12 @@ from __future__ import annotations
 Band = tuple[int, int]  # [start, stop) rows
 
 
+def band_align_rows(down_blocks: int) -> int:
+    """Latent rows per band unit of a UNet with this many down blocks: it halves the resolution once per
+    down block but the last, so bands of whole units split evenly at every level."""
+    return 2 ** (down_blocks - 1)
+
+
 def row_bands(rows: int, ranks: int, align: int = 4) -> list[Band]:
     """Split `rows` into `ranks` contiguous bands of whole `align`-row units, as even as possible.
 
@@ -31,16 +37,40 @@ def scale_band(band: Band, factor: int) -> Band:
     return (-(-band[0] // factor), -(-band[1] // factor))
 
 
-def conv_input_rows(out_band: Band, stride: int, padding: int, dilation: int, kernel: int) -> Band:
-    """Input rows (possibly outside [0, H): zero padding) that output rows [a, b) of a conv read."""
-    a, b = out_band
-    if a >= b:
-        return (a * stride, a * stride)
-    return (a * stride - padding, (b - 1) * stride - padding + dilation * (kernel - 1) + 1)
+# The halo rules: the rows each rank's band of an operator's output reads, given every rank's input band.
+# The band operators fetch exactly these rows and the traffic accounting counts them, from these functions.
+
+
+def conv_reads(in_bands: list[Band], stride: int, padding: int, dilation: int, kernel: int) -> list[Band]:
+    """Rows of a conv's input each rank reads for its output band (its input band // stride: bands are
+    aligned); rows outside [0, H) are the conv's zero padding, the rest beyond the band its halo."""
+    reads = []
+    for a, b in ((a // stride, b // stride) for a, b in in_bands):
+        if a >= b:
+            reads.append((a * stride, a * stride))  # an empty band reads nothing
+        else:
+            reads.append((a * stride - padding, (b - 1) * stride - padding + dilation * (kernel - 1) + 1))
+    return reads
+
+
+def blur_reads(bands: list[Band], kernel_size: int) -> list[Band]:
+    """Rows a zero-padded blur of `kernel_size` taps reads for each band: kernel_size // 2 either side."""
+    halo = kernel_size // 2
+    return [(a - halo, b + halo) for a, b in bands]
 
 
 def clip(band: Band, length: int) -> Band:
     return (max(band[0], 0), min(band[1], length))
+
+
+def clipped(reads: list[Band], length: int) -> list[Band]:
+    """The part of each read inside [0, length): the rows that exist and can be fetched."""
+    return [clip(read, length) for read in reads]
+
+
+def zero_rows(read: Band, length: int) -> tuple[int, int]:
+    """Rows of a read above 0 and below `length`: the zero padding (above, below) to add after a fetch."""
+    return max(0, -read[0]), max(0, read[1] - length)
 
 
 def overlap(a: Band, b: Band) -> Band | None:

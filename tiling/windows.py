@@ -12,6 +12,11 @@ def window_size(grid_len: int, n: int) -> int:
     return max(grid_len // n, 1)
 
 
+def blur_kernel_size(n: int) -> int:
+    """Taps of the Gaussian G that fuses the branches at scale count n (SPEC 4): 2n - 1."""
+    return 2 * n - 1
+
+
 def window_stride(window: int) -> int:
     # The reference divides by the stride; a 1-token window (only on toy grids) would make it 0.
     return max(window // 2, 1)

@@ -3,9 +3,7 @@ one tiny task per GPU asks CUDA; CPU workers share their node's memory."""
 
 from __future__ import annotations
 
-import logging
-import os
-
+from freescale.cluster.ray.session import RaySession
 from freescale.errors import ConfigError
 from freescale.planning.device_memory import WorkerDevice
 
@@ -58,17 +56,8 @@ def ray_worker_devices(
 def query_worker_devices(
     workers: int, address: str | None = None, use_gpu: bool | None = None, cpus_per_worker: float = 1.0
 ) -> WorkerDevice:
-    """`ray_worker_devices`, joining (or starting) Ray just for the question if it is not running, and
-    shutting it down again if it was started here."""
-    import ray
-
-    started = False
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        ray.init(address=address, ignore_reinit_error=True, logging_level=logging.ERROR)
-        started = True
-    try:
+    """`ray_worker_devices` in a session of its own: Ray is joined (or started) for the question and
+    shut down again if it was started here."""
+    with RaySession(address) as session:
+        session.ensure()
         return ray_worker_devices(workers, use_gpu, cpus_per_worker)
-    finally:
-        if started:
-            ray.shutdown()

@@ -4,33 +4,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 import torch
 
 from freescale.cluster.ray import process_group
-from freescale.cluster.sharding.shard_group import ShardGroup
-
-
-@dataclass
-class WorkerState:
-    """What a function run on a worker gets as its first argument."""
-
-    rank: int
-    world: int
-    group: ShardGroup
-    model: Any  # freescale.models.loading.LoadedModel, or None when the pool was built without a model
-    device: torch.device
-    held: dict = field(default_factory=dict)  # results kept for the driver to fetch piece by piece
+from freescale.cluster.sharding.rank_state import RankState
 
 
 class RenderWorker:
     """Plain class; WorkerPool wraps it with ray.remote so each pool picks its own num_gpus/num_cpus."""
 
     def __init__(self) -> None:
-        self._state: WorkerState | None = None
+        self._state: RankState | None = None
 
     def address_and_port(self) -> tuple[str, int]:
         """Rank 0's rendezvous: its node IP and a port free there."""
@@ -62,7 +49,7 @@ class RenderWorker:
 
             loaded = load_model(resolve_model_source(model, model_config), device=device, dtype=dtype)
         torch_device = loaded.device if loaded is not None else torch.device(device)
-        self._state = WorkerState(rank=rank, world=world, group=group, model=loaded, device=torch_device)
+        self._state = RankState(rank=rank, world=world, group=group, model=loaded, device=torch_device)
         return backend
 
     def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import ray
@@ -13,8 +12,11 @@ import torch.distributed as dist
 from ray.exceptions import NodeDiedError, OutOfMemoryError, RayActorError, WorkerCrashedError
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from freescale.cluster.ray.checkpoint_queue import CheckpointQueue
+from freescale.cluster.ray.session import RaySession
 from freescale.cluster.ray.worker import RenderWorker
 from freescale.errors import ConfigError
+from freescale.method.snapshots import CheckpointSink
 
 STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 # RayActorError covers ActorDiedError and ActorUnavailableError: the actor's process or node is gone.
@@ -116,12 +118,9 @@ class WorkerPool:
             raise
 
     def _start(self) -> None:
-        if not ray.is_initialized():
-            # An embedded Ray we start must not phone home; a joined cluster keeps its own setting.
-            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-            # Ray's own INFO/WARNING lines would drown the progress display; errors still show.
-            ray.init(address=self.address, ignore_reinit_error=True, logging_level=logging.ERROR)
-            self._started_ray = True
+        session = RaySession(self.address)  # the command's session when there is one, else our own
+        session.ensure()
+        self._started_ray = self._started_ray or session.started
         use_gpu = self.use_gpu if self.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
         bundle = {"CPU": self.cpus_per_worker}
         if use_gpu:
@@ -263,6 +262,15 @@ class WorkerPool:
             mine = [per_rank_args[rank]] if per_rank_args is not None else []
             refs.append(actor.run.remote(fn, *mine, *shared_args, **shared_kwargs))
         return self._gather(refs)
+
+    @contextmanager
+    def checkpoint_sink(self, save: CheckpointSink | None) -> Iterator[CheckpointSink | None]:
+        """Where rank 0 hands its checkpoints: a Ray queue that a driver thread drains into `save`."""
+        if save is None:
+            yield None
+            return
+        with CheckpointQueue(save) as queue:
+            yield queue.worker_sink
 
     def run_on(self, rank: int, fn: Callable[..., Any], *args: Any) -> Any:
         """fn(state, *args) on one rank (the others idle), e.g. to fetch a piece of its result."""

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from freescale.cluster.sharding.shard_context import ShardContext
-from freescale.tiling.bands import clip, conv_input_rows
+from freescale.tiling.bands import band_align_rows, clipped, conv_reads, zero_rows
 
 
 class BandConv2d(nn.Module):
@@ -31,11 +31,9 @@ class BandConv2d(nn.Module):
         factor = ctx.factor_for_rows(x.shape[-2])
         in_bands = ctx.bands_at(factor)
         full_rows = ctx.grid_at(factor)[0]
-        out_bands = [(a // sh, b // sh) for a, b in in_bands]
-        wanted = [conv_input_rows(band, sh, ph, dh, kh) for band in out_bands]
-        rows = ctx.group.fetch_rows(x, in_bands, [clip(w, full_rows) for w in wanted], dim=-2)
-        lo, hi = wanted[ctx.group.rank]
-        rows = F.pad(rows, (0, 0, max(0, -lo), max(0, hi - full_rows)))
+        wanted = conv_reads(in_bands, sh, ph, dh, kh)
+        rows = ctx.group.fetch_rows(x, in_bands, clipped(wanted, full_rows), dim=-2)
+        rows = F.pad(rows, (0, 0, *zero_rows(wanted[ctx.group.rank], full_rows)))
         return F.conv2d(
             rows, conv.weight, conv.bias, (sh, conv.stride[1]), (0, pw), conv.dilation, conv.groups
         )
@@ -73,7 +71,7 @@ class BandGroupNorm(nn.Module):
 
 def shard_unet(unet: nn.Module, context: ShardContext) -> None:
     """Swap the UNet's spatial convs and GroupNorms for band versions, in place (once per model)."""
-    context.align = 2 ** (len(unet.down_blocks) - 1)
+    context.align = band_align_rows(len(unet.down_blocks))
     for parent in list(unet.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Conv2d) and (child.kernel_size[0] > 1 or child.stride[0] > 1):

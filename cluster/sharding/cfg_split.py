@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 
 from freescale.cluster.sharding.shard_group import ShardGroup
+from freescale.config.sharding_check import check_cfg_parallel
 
 
 @dataclass
@@ -40,8 +41,7 @@ def split_for_cfg(world: ShardGroup) -> tuple[ShardGroup, CfgSplit]:
     communicators), and every render of a worker pool splits the same way."""
     if id(world) in _SPLITS:
         return _SPLITS[id(world)]
-    if world.world % 2:
-        raise ValueError(f"--cfg-parallel needs an even number of workers, got {world.world}")
+    check_cfg_parallel(world.world)
     size = world.world // 2
     halves = [tuple(range(size)), tuple(range(size, 2 * size))]
     groups = [dist.new_group(list(ranks)) for ranks in halves]  # every rank creates both, in order

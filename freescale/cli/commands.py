@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from freescale.cli.model_commands import cmd_make_test_model
+from freescale.cli.model_commands import builtin_families, cmd_make_test_model
 from freescale.cli.plan_command import cmd_plan
 from freescale.cli.render_command import cmd_batch, cmd_render
-from freescale.cli.render_options import add_cluster_options, add_render_options
+from freescale.cli.render_options import add_cluster_options, add_options, add_render_options
 from freescale.errors import ConfigError
 
 
@@ -30,22 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Predict each stage's sharding, FLOPs and bytes per worker, seconds and peak memory per "
         "worker from the calibrated cost model (README: Planning a render). Loads no model.",
     )
-    plan.add_argument(
-        "--model",
-        default="sdxl",
-        help="'sdxl' (SDXL base's architecture, no files), 'tiny', a diffusers directory or a .safetensors "
-        "file (only configs and headers are read) (default: sdxl)",
-    )
-    plan.add_argument("--model-config", help="for a .safetensors file: its diffusers-layout config directory")
-    plan.add_argument("--size", help="final size WIDTHxHEIGHT (default: --scale times native)")
-    plan.add_argument(
-        "--scale", type=int, help="final size as a multiple of the native resolution (default: 2)"
-    )
-    plan.add_argument("--stages", help="explicit stage sizes, e.g. 1024,2048,4096")
-    plan.add_argument("--stage-rule", choices=["double", "direct"], help="(default: double)")
-    plan.add_argument(
-        "--workers", type=int, default=1, help="ranks each upper stage is sharded over (default: 1)"
-    )
+    add_options(
+        plan, ("model", "model_config", "size", "scale", "stages", "stage_rule", "workers"), resolved=True,
+        model={"default": "sdxl", "help": "'sdxl' (SDXL base's architecture, no files), 'tiny', a diffusers "
+               "directory or a .safetensors file (only configs and headers are read) (default: sdxl)"},
+        workers={"default": 1, "help": "ranks each upper stage is sharded over (default: 1)"},
+    )  # fmt: skip
     plan.add_argument(
         "--link", default="nvlink", choices=["nvlink", "pcie", "ethernet", "loopback"],
         help="interconnect preset (README lists their assumed bandwidth and latency) (default: nvlink)",
@@ -55,22 +45,23 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--device", default="NVIDIA H200", help="calibrated device (default: NVIDIA H200; or cpu)"
     )
-    plan.add_argument("--fast-mode", action="store_true", help="global attention over strided sub-grids")
-    plan.add_argument("--cfg-parallel", action="store_true", help="guidance halves on two groups of workers")
-    plan.add_argument("--steps", type=int, default=50, help="(default: 50)")
-    plan.add_argument("--restart", type=float, default=0.3, help="(default: 0.3)")
+    add_options(plan, ("fast_mode", "cfg_parallel", "steps", "restart"), resolved=True)
     plan.add_argument("--device-memory", type=float, help="GiB per device: also check that the render fits")
     plan.add_argument("--json", action="store_true", help="every worker's numbers as JSON")
     plan.set_defaults(run=cmd_plan)
-    make = commands.add_parser("make-test-model", help="save the built-in tiny model in diffusers layout")
+    make = commands.add_parser("make-test-model", help="save a built-in tiny model in diffusers layout")
     make.add_argument("directory")
     make.add_argument(
         "--seed", type=int, default=0, help="weight seed (default: 0, the same as --model tiny)"
     )
     make.add_argument(
+        "--family", default="sdxl", choices=builtin_families(),
+        help="whose tiny model: sdxl (--model tiny) or sd15 (--model tiny-sd15) (default: sdxl)",
+    )  # fmt: skip
+    make.add_argument(
         "--single-file",
         action="store_true",
-        help="also write tiny_sdxl.safetensors in the original SDXL single-file layout",
+        help="also write tiny_<family>.safetensors in the family's original single-file layout",
     )
     make.set_defaults(run=cmd_make_test_model)
     batch = commands.add_parser(

@@ -1,10 +1,17 @@
-"""`freescale make-test-model`: save a built-in tiny model to disk, as a user's model would be."""
+"""`freescale make-test-model`: save a built-in tiny model (SDXL or SD1.5) to disk, as a user's model
+would be."""
 
 from __future__ import annotations
 
 import argparse
 
 from freescale.errors import ConfigError
+from freescale.models.families import BUILTIN_MODELS
+
+
+def builtin_families() -> list[str]:
+    """Families that have a built-in tiny model, the choices of make-test-model --family."""
+    return [family.name for family in BUILTIN_MODELS.values()]
 
 
 def cmd_make_test_model(args: argparse.Namespace) -> int:
@@ -17,6 +24,6 @@ def cmd_make_test_model(args: argparse.Namespace) -> int:
     parent = os.path.dirname(os.path.abspath(args.directory))
     if not os.path.isdir(parent):
         raise ConfigError(f"make-test-model: parent directory {parent} does not exist")
-    save_tiny_model(args.directory, seed=args.seed, single_file=args.single_file)
-    print(f"wrote the built-in test model to {args.directory}")
+    save_tiny_model(args.directory, seed=args.seed, single_file=args.single_file, family=args.family)
+    print(f"wrote the built-in {args.family} test model to {args.directory}")
     return 0

@@ -8,21 +8,23 @@ from freescale.errors import ConfigError
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from freescale.config.render_config import resolve_stages
+    from freescale.config.options import default
+    from freescale.config.parsing import resolve_stages
+    from freescale.config.sharding_check import check_sharding
     from freescale.planning.cost_calibration import link_for
     from freescale.planning.model_spec import model_spec
     from freescale.planning.plan import make_plan
     from freescale.planning.plan_format import format_plan, plan_json
     from freescale.planning.preflight import preflight
 
-    if args.workers < 1:
-        raise ConfigError(f"--workers {args.workers} must be at least 1")
     if args.device_memory is not None and not args.device_memory > 0:
         raise ConfigError(f"--device-memory {args.device_memory} must be a positive number of GiB")
     spec = model_spec(args.model, args.model_config)
-    stages = resolve_stages(spec.native_size, args.stages, args.size, args.scale, args.stage_rule or "double")
-    if args.cfg_parallel and args.workers % 2:
-        raise ConfigError(f"--cfg-parallel needs an even number of workers, got --workers {args.workers}")
+    stages = resolve_stages(spec.native_size, args.stages, args.size, args.scale, args.stage_rule)
+    # The checks `freescale render` makes, so a plan is only made for a render that would run.
+    check_sharding(
+        stages, args.workers, args.cfg_parallel, default("guidance"), spec.unet.align, spec.vae_scale
+    )
     plan = make_plan(
         stages, args.workers, model=spec, device=args.device,
         link=link_for(args.link, args.link_gbps, args.link_latency_us), fast_mode=args.fast_mode,

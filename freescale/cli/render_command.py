@@ -8,10 +8,11 @@ import sys
 import time
 
 from freescale.cli.render_options import config_from_args
+from freescale.cluster.ray.session import RaySession
 from freescale.errors import ConfigError
 
 
-def default_workers(address: str | None) -> int:
+def default_workers(address: str | None, session: RaySession) -> int:
     """Every GPU of the Ray cluster we would join, else every local GPU, else 1."""
     import os
 
@@ -19,35 +20,23 @@ def default_workers(address: str | None) -> int:
         import torch
 
         return max(torch.cuda.device_count(), 1)
-    import ray
-
-    ray.init(address=address, ignore_reinit_error=True, logging_level="ERROR")
-    return max(int(ray.cluster_resources().get("GPU", 0)), 1)
+    return max(session.gpus(), 1)
 
 
-def check_sharding(config, workers: int, cfg_parallel: bool) -> None:
-    """Every rank of a band group needs at least one 4-latent-row unit of every upper stage."""
-    if cfg_parallel:
-        if workers % 2:
-            raise ConfigError(f"--cfg-parallel needs an even number of workers, got --workers {workers}")
-        if config.guidance <= 1.0:
-            raise ConfigError(
-                f"--cfg-parallel needs --guidance > 1 (got {config.guidance}): no batch to split"
-            )
-    ranks = workers // 2 if cfg_parallel else workers
-    for h, w in config.stages[1:]:
-        units = h // 8 // 4
-        if ranks > units:
-            raise ConfigError(
-                f"--workers {workers}: stage {w}x{h} has only {units} bands of 32 px rows to share; "
-                f"use at most {units * (2 if cfg_parallel else 1)} workers"
-            )
+def check_sharding(config, workers: int, cfg_parallel: bool, source) -> None:
+    """The one sharding check (freescale.config.sharding_check), with the band geometry of `source`."""
+    from freescale.config.sharding_check import band_geometry_of
+    from freescale.config.sharding_check import check_sharding as check
+
+    geometry = band_geometry_of(source)
+    check(config.stages, workers, cfg_parallel, config.guidance, geometry.align_rows, geometry.vae_scale)
 
 
-def preflight_render(config, placement) -> None:
+def preflight_render(config, placement, session: RaySession) -> None:
     """Refuse, before any model is loaded, a render whose estimated memory per worker exceeds the
-    devices the workers would get (the smallest free memory Ray reports)."""
-    from freescale.cluster.ray.device_probe import query_worker_devices
+    devices the workers would get (the smallest free memory Ray reports, in the session the pool will
+    use)."""
+    from freescale.cluster.ray.device_probe import ray_worker_devices
     from freescale.planning.device_memory import local_device
     from freescale.planning.model_spec import model_spec
     from freescale.planning.plan import plan_for_config
@@ -56,7 +45,8 @@ def preflight_render(config, placement) -> None:
     if placement.in_process:
         found = local_device(config.device)
     else:
-        found = query_worker_devices(placement.workers, address=placement.address)
+        session.ensure()
+        found = ray_worker_devices(placement.workers)
     spec = model_spec(config.model, config.model_config)
     plan = plan_for_config(
         config, placement.workers, device=found.name, cfg_parallel=placement.cfg_parallel, model=spec
@@ -73,7 +63,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from freescale.rendering.rank_render import output_stages
     from freescale.rendering.renderer import Placement
 
-    config, _ = config_from_args(args)
+    config, source = config_from_args(args)
     last = len(config.stages) - 1
     check_outputs_free(
         config, [stage_path(config.output, s, config.stages[s]) for s in output_stages(config) if s != last]
@@ -82,24 +72,26 @@ def cmd_render(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers {args.workers} must be at least 1")
     if args.max_retries < 0:
         raise ConfigError(f"--max-retries {args.max_retries} must be 0 or more")
-    workers = args.workers or default_workers(args.address)
-    check_sharding(config, workers, args.cfg_parallel)
-    placement = Placement(workers, args.address, args.strategy, args.cfg_parallel, args.max_retries)
-    preflight_render(config, placement)
     checkpoint_path = args.resume or args.checkpoint_dir
     checkpoints = CheckpointDir(checkpoint_path, args.checkpoint_every) if checkpoint_path else None
-    if checkpoints is not None:
-        checkpoints.claim(config)  # refuses a directory holding another render
-    progress = Progress(quiet=args.quiet)
-    started = time.monotonic()
-    stages = " -> ".join(f"{w}x{h}" for h, w in config.stages)
-    progress.note(f"model {config.model}; stages {stages}; {workers} worker(s)")
-    written = render_to_files(config, placement, progress, checkpoints)
-    progress.note(f"done in {time.monotonic() - started:.1f}s: {', '.join(written)}")
+    with RaySession(args.address) as session:  # one Ray for the worker count, the probe and the pool
+        workers = args.workers or default_workers(args.address, session)
+        check_sharding(config, workers, args.cfg_parallel, source)
+        placement = Placement(workers, args.address, args.strategy, args.cfg_parallel, args.max_retries)
+        preflight_render(config, placement, session)
+        if checkpoints is not None:
+            checkpoints.claim(config)  # refuses a directory holding another render
+        progress = Progress(quiet=args.quiet)
+        started = time.monotonic()
+        stages = " -> ".join(f"{w}x{h}" for h, w in config.stages)
+        progress.note(f"model {config.model}; stages {stages}; {workers} worker(s)")
+        written = render_to_files(config, placement, progress, checkpoints)
+        progress.note(f"done in {time.monotonic() - started:.1f}s: {', '.join(written)}")
     return 0
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
+    from freescale.models.families import family_of_source
     from freescale.models.loading import resolve_model_source
     from freescale.models.native_resolution import native_size_of
     from freescale.progress import Progress
@@ -110,15 +102,19 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if not jobs:
         raise ConfigError(f"batch file {args.jobs} has no jobs")
     source = resolve_model_source(jobs[0].get("model", "tiny"), jobs[0].get("model_config"))
-    items = plan_items(jobs, native_size_of(source))
+    items = plan_items(jobs, native_size_of(source), family_of_source(source))
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers {args.workers} must be at least 1")
-    workers = args.workers or default_workers(args.address)
-    for item in items:
-        if item.config is not None:
-            check_sharding(item.config, workers, args.cfg_parallel)
-    progress = Progress(quiet=args.quiet)
-    run_items(items, Placement(workers, args.address, args.strategy, args.cfg_parallel), progress)
+    if args.max_retries < 0:
+        raise ConfigError(f"--max-retries {args.max_retries} must be 0 or more")
+    with RaySession(args.address) as session:
+        workers = args.workers or default_workers(args.address, session)
+        for item in items:
+            if item.config is not None:
+                check_sharding(item.config, workers, args.cfg_parallel, source)
+        progress = Progress(quiet=args.quiet)
+        placement = Placement(workers, args.address, args.strategy, args.cfg_parallel, args.max_retries)
+        run_items(items, placement, progress)
     report = summary(items)
     print(report, file=sys.stderr if any(i.status == "failed" for i in items) else sys.stdout)
     return 1 if any(item.status == "failed" for item in items) else 0

@@ -1,196 +1,108 @@
-"""The `render` command's options (model, size, sampling, method, output, checkpoints, cluster) and how
+"""The `render` command's options, made from the one option definition (freescale.config.options), and how
 flags, a preset, a recipe or a checkpoint's settings become one RenderConfig."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
+from typing import Any
 
-from freescale.config.render_config import (
-    DEFAULT_CHECKPOINT_EVERY,
-    DEFAULT_NEGATIVE_PROMPT,
-    FREEU_DEFAULT,
-    PRESET_KEYS,
-    RenderConfig,
-    build_config,
-    load_preset,
-    load_recipe,
-    preset_names,
+from freescale.config.options import (
+    COMMAND,
+    REQUIRED,
+    SECTIONS,
+    Option,
+    Section,
+    option,
+    render_keys,
+    section_keys,
 )
+from freescale.config.presets import load_preset, load_recipe, preset_names
+from freescale.config.render_config import build_config
 from freescale.errors import ConfigError
 
-_D = RenderConfig.__dataclass_fields__
+# Every render setting a flag may give: what a preset may set, and --overwrite.
+RENDER_KEYS = tuple(sorted(render_keys()))
+# What --resume may change: where and how the outputs are written (the output section).
+RESUME_KEYS = section_keys("output")
+# Command options --resume refuses (the render's settings come from its checkpoint).
+_NOT_WITH_RESUME = ("from_recipe", "preset", "checkpoint_dir")
 
 
-def _default(name: str) -> str:
-    return f"(default: {_D[name].default})"
+def add_option(group: Any, o: Option, *, resolved: bool = False, **overrides: Any) -> None:
+    """Add `o`'s flag(s) to a parser or argument group. A render setting's flag defaults to None, so that
+    a preset, a recipe or RenderConfig's default fills it in; `resolved` gives it the definition's default
+    instead (for commands without presets, as `plan`). `overrides` replace argparse keywords."""
+    flags = o.cli_flags
+    if not flags:
+        raise ValueError(f"option {o.name!r} has no command-line flag")
+    help_text = o.help_text()
+    if "{presets}" in help_text:
+        help_text = help_text.replace("{presets}", ", ".join(preset_names()))
+    kwargs: dict[str, Any] = {"help": help_text}
+    if flags[0].startswith("-"):
+        kwargs["dest"] = o.name
+    else:
+        kwargs["nargs"] = "?"
+    if o.metavar:
+        kwargs["metavar"] = o.metavar
+    if o.switch:
+        kwargs["action"] = "store_true"
+    else:
+        if o.type is not str:
+            kwargs["type"] = o.type
+        if o.choices is not None:
+            kwargs["choices"] = list(o.choices)
+    if o.role == COMMAND or resolved:
+        kwargs["default"] = None if o.default is REQUIRED else o.default
+    elif flags[0].startswith("-"):
+        kwargs["default"] = None
+    kwargs.update(overrides)
+    group.add_argument(*flags, **kwargs)
+    if o.off_flag is not None:
+        off, off_help = o.off_flag
+        group.add_argument(
+            off, dest=o.name, action="store_false", default=kwargs.get("default"), help=off_help
+        )
 
 
-def add_render_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("prompt", nargs="?", help="what to render (may also come from the preset or recipe)")
-    p.add_argument(
-        "--from-recipe",
-        help="reproduce an earlier output from its recipe (the .json written beside it); flags override it",
-    )
-    p.add_argument(
-        "--preset",
-        help=f"a preset name ({', '.join(preset_names())}) or a YAML file; flags override it (default: none)",
-    )
-    g = p.add_argument_group("model")
-    g.add_argument(
-        "--model",
-        help="'tiny' (built in, no download), a diffusers SDXL directory, or an SDXL "
-        ".safetensors file " + _default("model"),
-    )
-    g.add_argument(
-        "--model-config",
-        help="for a .safetensors file: a diffusers-layout directory with the "
-        "model's configs and tokenizers (default: the file's own directory)",
-    )
-    g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
-    g.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="(default: fp16 on GPU, fp32 on CPU)")
-    g = p.add_argument_group("size")
-    g.add_argument(
-        "--size",
-        help="final size WIDTHxHEIGHT, a whole multiple of the native resolution "
-        "(default: --scale times native)",
-    )
-    g.add_argument("--scale", type=int, help="final size as a multiple of the native resolution (default: 2)")
-    g.add_argument(
-        "--stages",
-        help="explicit stage sizes, e.g. 1024,2048,4096 or 1024x768,2048x1536 "
-        "(default: from --size and --stage-rule)",
-    )
-    g.add_argument(
-        "--stage-rule",
-        choices=["double", "direct"],
-        help="stages for a target: native, x2, x4 ... target; or native then target (default: double)",
-    )
-    g = p.add_argument_group("sampling")
-    g.add_argument("--steps", type=int, help=_default("steps"))
-    g.add_argument("--guidance", type=float, help="classifier-free guidance scale " + _default("guidance"))
-    g.add_argument("--seed", type=int, help=_default("seed"))
-    g.add_argument("--negative-prompt", help=f"(default: {DEFAULT_NEGATIVE_PROMPT!r})")
-    g = p.add_argument_group("FreeScale method (SPEC section 3)")
-    g.add_argument(
-        "--cosine-scale",
-        type=float,
-        help="skip-residual exponent; <= 1.0 advised for 8k " + _default("cosine_scale"),
-    )
-    g.add_argument(
-        "--cosine-scale-bg", type=float, help="exponent outside --mask " + _default("cosine_scale_bg")
-    )
-    g.add_argument("--dilate-tau", type=int, help="dilate convs for steps i < tau " + _default("dilate_tau"))
-    g.add_argument(
-        "--restart", type=float, help="fraction of steps skipped in upper stages " + _default("restart")
-    )
-    g.add_argument(
-        "--fast-mode",
-        action="store_true",
-        default=None,
-        help="global attention over strided sub-grids (default: off)",
-    )
-    g.add_argument(
-        "--no-freeu",
-        dest="freeu",
-        action="store_false",
-        default=None,
-        help=f"turn FreeU off (default: on with b1,b2,s1,s2 = {','.join(map(str, FREEU_DEFAULT))})",
-    )
-    g.add_argument("--freeu", dest="freeu", help="FreeU parameters b1,b2,s1,s2")
-    g.add_argument(
-        "--blur",
-        choices=["3d", "2d"],
-        help="Gaussian over h, w and channels (reference) or spatial only (default: 3d)",
-    )
-    g.add_argument("--image", help="image-to-image: a base image of the first stage's size (default: none)")
-    g.add_argument("--mask", help="detail control mask, any size; non-zero = more detail (default: none)")
-    g = p.add_argument_group("output")
-    g.add_argument("-o", "--output", help=".png, .jpg or .tif path " + _default("output"))
-    g.add_argument("--save-stages", action="store_true", default=None, help="also write every stage")
-    g.add_argument("--overwrite", action="store_true", default=None, help="replace an existing output")
-    g.add_argument(
-        "--bit-depth",
-        type=int,
-        choices=[8, 16],
-        help="bits per channel; 16 needs .tif, from the VAE's float output (default: 8)",
-    )
-    g.add_argument("--dpi", type=int, help="print resolution tag for PNG/JPEG/TIFF (default: none)")
-    g.add_argument(
-        "--pyramid",
-        action="store_true",
-        default=None,
-        help="TIFF only: add half-size reductions for fast viewing (default: off)",
-    )
-    g.add_argument("--quiet", action="store_true", help="no progress output")
-    g = p.add_argument_group("checkpoints and retries")
-    g.add_argument(
-        "--checkpoint-dir",
-        help="keep checkpoints (each stage's latents, and every --checkpoint-every steps) in this directory; "
-        "a rerun with the same settings continues from it (default: none)",
-    )
-    g.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=DEFAULT_CHECKPOINT_EVERY,
-        help=f"steps between mid-stage checkpoints (default: {DEFAULT_CHECKPOINT_EVERY})",
-    )
-    g.add_argument(
-        "--resume",
-        metavar="DIR",
-        help="continue the render whose checkpoints are in DIR, with its settings; only output and "
-        "cluster options may be given",
-    )
-    add_cluster_options(p)
+def add_section(p: argparse.ArgumentParser, s: Section) -> None:
+    group = p if s.title is None else p.add_argument_group(s.title)
+    for o in s.options:
+        if o.cli_flags:
+            add_option(group, o)
+
+
+def add_options(p: Any, names: Iterable[str], *, resolved: bool = False, **overrides: dict) -> None:
+    """Some options by name, e.g. the render options `plan` mirrors; `overrides[name]` replaces argparse
+    keywords of one of them (plan's --model defaults to sdxl)."""
+    for name in names:
+        add_option(p, option(name), resolved=resolved, **overrides.get(name, {}))
+
+
+def add_render_options(p: argparse.ArgumentParser, sections: tuple[Section, ...] = SECTIONS) -> None:
+    """Every section's flags, each section an argument group."""
+    for s in sections:
+        add_section(p, s)
 
 
 def add_cluster_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("cluster (Ray)")
-    g.add_argument(
-        "--workers",
-        type=int,
-        help="ranks to shard each upper stage over; 1 renders in this process "
-        "(default: every GPU Ray sees, else 1)",
-    )
-    g.add_argument(
-        "--address",
-        help="Ray cluster address (default: ray.init() semantics: the cluster of "
-        "`ray job submit` / RAY_ADDRESS if any, else an embedded local Ray)",
-    )
-    g.add_argument(
-        "--strategy",
-        default="PACK",
-        choices=["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"],
-        help="placement group strategy for the workers (default: PACK)",
-    )
-    g.add_argument(
-        "--cfg-parallel",
-        action="store_true",
-        help="split the guidance batch over two equal groups of workers (needs an even --workers and "
-        "--guidance > 1; default: off)",
-    )
-    g.add_argument(
-        "--max-retries",
-        type=int,
-        default=2,
-        help="after a worker dies, start fresh workers and go on from the last checkpoint (or from the "
-        "start without --checkpoint-dir) up to this many times (default: 2)",
-    )
+    add_section(p, next(s for s in SECTIONS if s.name == "cluster"))
 
 
-# Every option a preset may set, and --overwrite, which only a flag may.
-RENDER_KEYS = tuple(sorted(PRESET_KEYS | {"overwrite"}))
-# What --resume may change: where and how the outputs are written.
-RESUME_KEYS = ("output", "overwrite", "save_stages", "bit_depth", "dpi", "pyramid")
+def _flag(name: str) -> str:
+    o = option(name)
+    return o.cli_flags[-1] if o.cli_flags[0].startswith("-") else name
 
 
 def _resume_values(args: argparse.Namespace) -> dict:
     from freescale.outputs.checkpoints import resume_values
 
     others = [k for k in RENDER_KEYS if getattr(args, k) is not None and k not in RESUME_KEYS]
-    others += [k for k in ("from_recipe", "preset", "checkpoint_dir") if getattr(args, k) is not None]
+    others += [k for k in _NOT_WITH_RESUME if getattr(args, k) is not None]
     if others:
-        names = ", ".join(k if k == "prompt" else "--" + k.replace("_", "-") for k in others)
-        raise ConfigError(f"--resume takes the render's settings from {args.resume}; drop {names}")
+        raise ConfigError(f"--resume takes the render's settings from {args.resume}; drop "
+                          f"{', '.join(_flag(k) for k in others)}")  # fmt: skip
     values = resume_values(args.resume)
     values.update({k: getattr(args, k) for k in RESUME_KEYS if getattr(args, k) is not None})
     return values
@@ -198,8 +110,9 @@ def _resume_values(args: argparse.Namespace) -> dict:
 
 def config_from_args(args: argparse.Namespace):
     """Preset, then flags (or a checkpoint's settings with --resume); returns (config, model source).
-    Loads nothing heavy."""
-    from freescale.models.loading import resolve_model_source
+    FreeU defaults to the model family's values. Loads nothing heavy."""
+    from freescale.models.families import family_of_source
+    from freescale.models.model_source import resolve_model_source
     from freescale.models.native_resolution import native_size_of
 
     if getattr(args, "resume", None):
@@ -209,4 +122,4 @@ def config_from_args(args: argparse.Namespace):
         values.update(load_preset(args.preset) if args.preset else {})
         values.update({k: getattr(args, k) for k in RENDER_KEYS if getattr(args, k) is not None})
     source = resolve_model_source(values.get("model", "tiny"), values.get("model_config"))
-    return build_config(values, native_size_of(source)), source
+    return build_config(values, native_size_of(source), family=family_of_source(source)), source

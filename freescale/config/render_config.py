@@ -1,58 +1,49 @@
 """`RenderConfig`: one frozen, validated description of a render, built from CLI flags and YAML presets.
 
-Everything a user can get wrong is checked here, before any model is loaded.
+Its fields are generated from the option definition (options.py); everything a user can get wrong is
+checked here, before any model is loaded.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
-from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
-
+from freescale.config.options import (
+    BLUR_MODES,
+    DEFAULT_CHECKPOINT_EVERY,
+    DEFAULT_NEGATIVE_PROMPT,
+    DTYPES,
+    FREEU_DEFAULT,
+    REQUIRED,
+    SECTIONS,
+    STAGE_RULES,
+    Option,
+    Section,
+    field_options,
+    number_fields,
+)
+from freescale.config.parsing import parse_freeu, parse_number, parse_size, parse_stages, resolve_stages
+from freescale.config.presets import PRESET_KEYS, load_preset, load_recipe, preset_names, recipe_values
 from freescale.errors import ConfigError
-from freescale.tiling.stages import Size, stages_for_target
+from freescale.tiling.stages import Size
 
-FREEU_DEFAULT = (1.1, 1.2, 0.6, 0.4)  # (b1, b2, s1, s2) of the reference run script
-DEFAULT_NEGATIVE_PROMPT = "blurry, ugly, duplicate, poorly drawn, deformed, mosaic"
+if TYPE_CHECKING:
+    from freescale.models.families import ModelFamily
+
 OUTPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-STAGE_RULES = ("double", "direct")
-BLUR_MODES = ("3d", "2d")
+# Importers of this module's former contents find them here.
+__all__ = [
+    "BLUR_MODES", "DEFAULT_CHECKPOINT_EVERY", "DEFAULT_NEGATIVE_PROMPT", "FREEU_DEFAULT", "OUTPUT_EXTENSIONS",
+    "PRESET_KEYS", "STAGE_RULES", "RenderConfig", "build_config", "check_output_path", "check_outputs_free",
+    "format_size", "load_preset", "load_recipe", "parse_freeu", "parse_size", "parse_stages", "preset_names",
+    "recipe_values", "resolve_stages",
+]  # fmt: skip
 
 
-@dataclass(frozen=True)
-class RenderConfig:
-    """A whole render: stages are resolved pixel sizes (height, width), base first."""
-
-    prompt: str
-    stages: tuple[Size, ...]
-    native_size: int
-    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
-    model: str = "tiny"
-    model_config: str | None = None
-    steps: int = 50
-    guidance: float = 7.5
-    seed: int = 0
-    cosine_scale: float = 2.0
-    cosine_scale_bg: float = 0.5
-    dilate_tau: int = 35
-    restart: float = 0.3
-    fast_mode: bool = False
-    freeu: tuple[float, float, float, float] | None = FREEU_DEFAULT
-    blur: str = "3d"
-    image: str | None = None
-    mask: str | None = None
-    output: str = "freescale.png"
-    save_stages: bool = False
-    overwrite: bool = False
-    bit_depth: int = 8
-    dpi: int | None = None
-    pyramid: bool = False
-    device: str | None = None
-    dtype: str | None = None
+class _RenderConfigMethods:
+    """What RenderConfig adds to its generated fields."""
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -63,6 +54,29 @@ class RenderConfig:
 
     def replace(self, **changes: Any) -> RenderConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _field(o: Option) -> tuple:
+    if o.default is REQUIRED:
+        return (o.name, o.field_type)
+    return (o.name, o.field_type, dataclasses.field(default=o.default))
+
+
+def config_class(sections: tuple[Section, ...] = SECTIONS) -> type:
+    """The frozen dataclass of a render: one field per RenderConfig field of the definition, with its type
+    and default (recipes and checkpoints store its `dataclasses.asdict`)."""
+    cls = dataclasses.make_dataclass(
+        "RenderConfig",
+        [_field(o) for o in field_options(sections)],
+        bases=(_RenderConfigMethods,),
+        frozen=True,
+    )
+    cls.__module__ = __name__  # where pickle (Ray) finds it
+    cls.__doc__ = "A whole render: stages are resolved pixel sizes (height, width), base first."
+    return cls
+
+
+RenderConfig = config_class()
 
 
 def format_size(size: Size) -> str:
@@ -91,8 +105,8 @@ def _validate(c: RenderConfig) -> None:
         raise ConfigError(f"freeu {c.freeu} must be four numbers b1, b2, s1, s2")
     if c.blur not in BLUR_MODES:
         raise ConfigError(f"--blur {c.blur!r} is not one of {', '.join(BLUR_MODES)}")
-    if c.dtype is not None and c.dtype not in ("fp32", "fp16", "bf16"):
-        raise ConfigError(f"--dtype {c.dtype!r} is not one of fp32, fp16, bf16")
+    if c.dtype is not None and c.dtype not in DTYPES:
+        raise ConfigError(f"--dtype {c.dtype!r} is not one of {', '.join(DTYPES)}")
     for flag, path in (("--image", c.image), ("--mask", c.mask)):
         if path is not None and not os.path.isfile(path):
             raise ConfigError(f"{flag} {path}: no such file")
@@ -171,172 +185,11 @@ def check_outputs_free(config: RenderConfig, stage_paths: list[str]) -> None:
                 raise ConfigError(f"output {path!r} already exists; pass --overwrite to replace it")
 
 
-def load_recipe(path: str) -> dict[str, Any]:
-    """The render options of a recipe (an output's sidecar .json) as preset-style values."""
-    import json
+def build_config(values: dict[str, Any], native_size: int, family: ModelFamily | None = None) -> RenderConfig:
+    """Make a RenderConfig from merged preset and flag values (flags already override the preset).
 
-    try:
-        with open(path, encoding="utf-8") as handle:
-            recipe = json.load(handle)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"--from-recipe {path}: not a readable JSON recipe ({exc})") from None
-    if not isinstance(recipe, dict) or "stages" not in recipe or "prompt" not in recipe:
-        raise ConfigError(f"--from-recipe {path}: not a freescale recipe (no prompt and stages)")
-    return recipe_values(recipe)
-
-
-def recipe_values(recipe: dict[str, Any]) -> dict[str, Any]:
-    """A recipe's render options as preset-style values (stages as the text a user would write)."""
-    values = {k: v for k, v in recipe.items() if k in PRESET_KEYS}
-    values["stages"] = ",".join(f"{w}x{h}" for h, w in recipe["stages"])
-    return values
-
-
-# ---- parsing of user text (CLI flags and YAML values) ----
-
-
-def parse_size(text: Any, what: str = "--size") -> Size:
-    """WIDTHxHEIGHT as image tools print it ('4096x2048'), or one number for a square; returns (h, w)."""
-    if isinstance(text, int):
-        return (text, text)
-    parts = str(text).lower().replace(" ", "").split("x")
-    try:
-        numbers = [int(p) for p in parts]
-    except ValueError:
-        numbers = []
-    if len(numbers) == 1:
-        return (numbers[0], numbers[0])
-    if len(numbers) == 2:
-        width, height = numbers
-        return (height, width)
-    raise ConfigError(f"{what} {text!r} is not a size; use WIDTHxHEIGHT such as 4096x2048, or one number")
-
-
-def parse_stages(text: Any) -> tuple[Size, ...]:
-    items = text if isinstance(text, list | tuple) else str(text).split(",")
-    return tuple(parse_size(item, "--stages item") for item in items if str(item).strip())
-
-
-def parse_freeu(value: Any) -> tuple[float, float, float, float] | None:
-    if value in (None, False, "off", "none"):
-        return None
-    if value is True:
-        return FREEU_DEFAULT
-    items = value if isinstance(value, list | tuple) else str(value).split(",")
-    try:
-        numbers = tuple(float(v) for v in items)
-    except ValueError:
-        numbers = ()
-    if len(numbers) != 4:
-        raise ConfigError(f"freeu {value!r} must be four numbers b1,b2,s1,s2 (or off)")
-    return numbers
-
-
-def resolve_stages(
-    native: int, stages: Any = None, size: Any = None, scale: Any = None, stage_rule: str = "double"
-) -> tuple[Size, ...]:
-    """Stages from an explicit list, else from a target (--size, or --scale times the native size)."""
-    if stage_rule not in STAGE_RULES:
-        raise ConfigError(f"--stage-rule {stage_rule!r} is not one of {', '.join(STAGE_RULES)}")
-    if stages is not None:
-        return parse_stages(stages)
-    if size is not None:
-        target = parse_size(size)
-    else:
-        factor = _number(scale if scale is not None else 2, "--scale", int)
-        if factor < 1:
-            raise ConfigError(f"--scale {factor} must be a whole number >= 1")
-        target = (native * factor, native * factor)
-    if target[0] % native or target[1] % native or min(target) <= 0:
-        raise ConfigError(
-            f"--size {target[1]}x{target[0]} must be a whole multiple of the model's native {native} px "
-            "on each side (or give --stages explicitly)"
-        )
-    return stages_for_target(target, native, stage_rule)
-
-
-def _number(value: Any, what: str, kind: type):
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{what} {value!r} is not a {kind.__name__}") from None
-    if kind is int and isinstance(value, float) and value != number:
-        raise ConfigError(f"{what} {value!r} is not a whole number")
-    return number
-
-
-# Steps between mid-stage checkpoints (checkpoints.py; here so that the CLI's help needs no torch).
-DEFAULT_CHECKPOINT_EVERY = 5
-
-# ---- presets ----
-
-PRESET_KEYS = {
-    "negative_prompt",
-    "model",
-    "model_config",
-    "size",
-    "scale",
-    "stages",
-    "stage_rule",
-    "steps",
-    "guidance",
-    "seed",
-    "cosine_scale",
-    "cosine_scale_bg",
-    "dilate_tau",
-    "restart",
-    "fast_mode",
-    "freeu",
-    "blur",
-    "mask",
-    "image",
-    "output",
-    "save_stages",
-    "bit_depth",
-    "dpi",
-    "pyramid",
-    "device",
-    "dtype",
-    "prompt",
-}
-
-
-def preset_names() -> list[str]:
-    return sorted(
-        p.name[:-5]
-        for p in resources.files("freescale.configs").iterdir()
-        if p.name.endswith(".yaml") and not p.name.startswith("ray")
-    )
-
-
-def load_preset(name_or_path: str) -> dict[str, Any]:
-    """A preset by name (`4k`) from configs/, or a YAML file path; unknown keys are an error."""
-    if os.path.isfile(name_or_path):
-        with open(name_or_path, encoding="utf-8") as handle:
-            source, text = name_or_path, handle.read()
-    else:
-        resource = resources.files("freescale.configs") / f"{name_or_path}.yaml"
-        if not resource.is_file():
-            raise ConfigError(
-                f"--preset {name_or_path!r} is neither a file nor one of: {', '.join(preset_names())}"
-            )
-        source, text = f"{name_or_path}.yaml", resource.read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"preset {source} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"preset {source} must be a mapping of option names to values")
-    unknown = sorted(set(data) - PRESET_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"unknown key {unknown[0]!r} in preset {source}; allowed: {', '.join(sorted(PRESET_KEYS))}"
-        )
-    return data
-
-
-def build_config(values: dict[str, Any], native_size: int) -> RenderConfig:
-    """Make a RenderConfig from merged preset and flag values (flags already override the preset)."""
+    FreeU left unset (or `true`) takes the model family's published values: `family`, else that of a
+    built-in `model` ("tiny-sd15" is SD1.5), else SDXL's (callers with a model path pass its family)."""
     values = {k: v for k, v in values.items() if v is not None}
     stages = resolve_stages(
         native_size,
@@ -345,22 +198,15 @@ def build_config(values: dict[str, Any], native_size: int) -> RenderConfig:
         values.pop("scale", None),
         values.pop("stage_rule", "double"),
     )
-    if "freeu" in values:
-        values["freeu"] = parse_freeu(values["freeu"])
-    typed = {
-        "bit_depth": int,
-        "dpi": int,
-        "steps": int,
-        "seed": int,
-        "dilate_tau": int,
-        "guidance": float,
-        "cosine_scale": float,
-        "cosine_scale_bg": float,
-        "restart": float,
-    }
-    for key, kind in typed.items():
+    if family is None:
+        from freescale.models.families import BUILTIN_MODELS
+
+        family = BUILTIN_MODELS.get(values.get("model", "tiny"))
+    freeu_default = FREEU_DEFAULT if family is None else family.freeu_default
+    values["freeu"] = parse_freeu(values.get("freeu", True), freeu_default)
+    for key, kind in number_fields().items():
         if key in values:
-            values[key] = _number(values[key], f"--{key.replace('_', '-')}", kind)
+            values[key] = parse_number(values[key], f"--{key.replace('_', '-')}", kind)
     if "prompt" not in values:
         raise ConfigError("no prompt: give the text to render")
     return RenderConfig(stages=stages, native_size=native_size, **values)

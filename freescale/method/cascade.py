@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import numpy as np
 import torch
 
 from freescale.cluster.sharding.band_ops import shard_context_of
@@ -254,8 +253,3 @@ class Cascade:
                 before_step=before_step, after_step=self._after_step(stage, start, gather),
             )  # fmt: skip
         return gather(band)
-
-    def image_rows(self, latents: torch.Tensor, pixel_rows: tuple[int, int]) -> np.ndarray:
-        """Rows of a stage's image (H, W, 3) at the config's bit depth, from the stage's whole latents."""
-        decoded = vae_transitions.decode_band(self.vae, latents, pixel_rows)
-        return vae_transitions.to_pixels(decoded, self.config.bit_depth)

@@ -7,28 +7,15 @@ from contextlib import contextmanager
 
 import torch
 
-DILATED_CONVS = (
-    "down_blocks.1.downsamplers.0.conv",
-    "down_blocks.2.resnets.0.conv1",
-    "down_blocks.2.resnets.0.conv2",
-    "down_blocks.2.resnets.1.conv1",
-    "down_blocks.2.resnets.1.conv2",
-    "mid_block.resnets.0.conv1",
-    "mid_block.resnets.0.conv2",
-    "mid_block.resnets.1.conv1",
-    "mid_block.resnets.1.conv2",
-)
+from freescale.method.unet_topology import dilated_convs
 
 
 class DilationSwitch:
-    """Turns the listed convs' dilation (and equal padding) on and off between UNet calls."""
+    """Turns the topology's dilated convs' dilation (and equal padding) on and off between UNet calls."""
 
     def __init__(self, unet: torch.nn.Module, factors: tuple[int, int]):
-        modules = dict(unet.named_modules())
-        # A sharded UNet wraps each conv; the wrapper reads the inner conv's settings.
-        self.convs = [
-            getattr(modules[name], "inner", modules[name]) for name in DILATED_CONVS if name in modules
-        ]
+        # A sharded UNet wraps each conv; these are the inner convs, whose settings the wrapper reads.
+        self.convs = [conv for _, conv in dilated_convs(unet)]
         self.factors = factors
         self.original = [(conv.dilation, conv.padding) for conv in self.convs]
 

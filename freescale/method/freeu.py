@@ -6,6 +6,7 @@ needs sums over the whole plane and nothing else: a row band computes its part o
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ from functools import lru_cache
 import torch
 
 from freescale.cluster.sharding.shard_context import ShardContext
+from freescale.method.unet_topology import freeu_targets
 
 
 def shifted_low_frequencies(length: int) -> list[int]:
@@ -71,7 +73,8 @@ def band_fourier_filter(x: torch.Tensor, scale: float, shard: ShardContext | Non
 
 
 class FreeUPreHook:
-    """Forward pre-hook of one up-block resnet: edits the concatenated [hidden, skip] input."""
+    """Forward pre-hook of one up-block resnet: edits the concatenated [hidden, skip] input, whether the
+    block passes it positionally (UNet2DConditionModel) or by keyword (a motion UNet's `input_tensor=`)."""
 
     def __init__(
         self,
@@ -85,30 +88,28 @@ class FreeUPreHook:
         self.skip_scale = skip_scale
         self.shard = shard
 
-    def __call__(self, module, args, kwargs):
-        x = args[0]
+    def edit(self, x: torch.Tensor) -> torch.Tensor:
+        """FreeU on one [hidden, skip] concatenation: scale the backbone's first half, filter the skip."""
         hidden, skip = x[:, : self.hidden_channels], x[:, self.hidden_channels :]
         half = self.hidden_channels // 2
         hidden = torch.cat([hidden[:, :half] * self.backbone_scale, hidden[:, half:]], dim=1)
         skip = band_fourier_filter(skip, self.skip_scale, self.shard)
-        return (torch.cat([hidden, skip], dim=1), *args[1:]), kwargs
+        return torch.cat([hidden, skip], dim=1)
+
+    def __call__(self, module, args, kwargs):
+        if args:
+            return (self.edit(args[0]), *args[1:]), kwargs
+        name = _first_input_name(type(module))
+        if name not in kwargs:
+            raise TypeError(f"{type(module).__name__} was called without its input {name!r}")
+        return args, {**kwargs, name: self.edit(kwargs[name])}
 
 
-def freeu_targets(unet) -> list[tuple[torch.nn.Module, int, int]]:
-    """(resnet, hidden channels, which pair: 0 for (b1, s1), 1 for (b2, s2)) for every affected resnet."""
-    channels = unet.config.block_out_channels
-    top, mid = channels[-1], channels[-2]
-    targets = []
-    previous_out = unet.mid_block.resnets[-1].out_channels
-    for block in unet.up_blocks:
-        for j, resnet in enumerate(block.resnets):
-            hidden = previous_out if j == 0 else block.resnets[j - 1].out_channels
-            if hidden == top:
-                targets.append((resnet, hidden, 0))
-            elif hidden == mid:
-                targets.append((resnet, hidden, 1))
-        previous_out = block.resnets[-1].out_channels
-    return targets
+@lru_cache(maxsize=16)
+def _first_input_name(module_type: type) -> str:
+    """The name of forward's first argument after self (ResnetBlock2D: `input_tensor`)."""
+    parameters = list(inspect.signature(module_type.forward).parameters)
+    return parameters[1]
 
 
 @contextmanager

@@ -14,8 +14,14 @@ import torch.nn.functional as F
 
 from freescale.cluster.sharding.shard_context import ShardContext
 from freescale.method.gaussian_blur import gaussian_blur
-from freescale.tiling.bands import clip
-from freescale.tiling.windows import LocalWindows, jitter_key, local_windows, windows_touching_rows
+from freescale.tiling.bands import blur_reads, clipped, zero_rows
+from freescale.tiling.windows import (
+    LocalWindows,
+    blur_kernel_size,
+    jitter_key,
+    local_windows,
+    windows_touching_rows,
+)
 
 # Query rows (batch x windows x window tokens) of one batched local-attention call. Batching pays only
 # for small windows, where per-call overhead dominates; a window of this size or larger fills a call on
@@ -160,10 +166,10 @@ class ScaleFusionProcessor:
 
         # Local branch: the windows that touch this band, on the rows they cover.
         reach = [windows_touching_rows(windows, band) for band in bands]
-        rows = shard.group.fetch_rows(x, bands, [clip(r.rows, h) for r in reach], dim=1)
+        rows = shard.group.fetch_rows(x, bands, clipped([r.rows for r in reach], h), dim=1)
         mine = reach[shard.group.rank]
         top = mine.rows[0]
-        padded = F.pad(rows, (0, 0, windows.pad[1], windows.pad[1], max(0, -top), max(0, mine.rows[1] - h)))
+        padded = F.pad(rows, (0, 0, windows.pad[1], windows.pad[1], *zero_rows(mine.rows, h)))
         proj = torch.stack([attn.to_q(padded), attn.to_k(padded), attn.to_v(padded)])
         inner = proj.shape[-1]
         local = local_attention(proj.view(3, batch, -1, inner), mine.windows, attn.heads)
@@ -184,10 +190,9 @@ class ScaleFusionProcessor:
         local = attn.to_out[1](attn.to_out[0](local))
         glob = attn.to_out[1](attn.to_out[0](glob))
         # G is linear: G(local) + global - G(global) = global + G(local - global), one blur not two.
-        kernel = 2 * self.step.n - 1
-        halo = kernel // 2
+        kernel = blur_kernel_size(self.step.n)
         # Borrowed rows beyond the band are real data; beyond the grid, the blur's own zero padding.
-        needs = [clip((lo - halo, hi + halo), h) for lo, hi in bands]
+        needs = clipped(blur_reads(bands, kernel), h)
         diff = shard.group.fetch_rows(local - glob, bands, needs, dim=1)
         blurred = gaussian_blur(diff, kernel, channels=self.step.blur_channels)
         first = a - needs[shard.group.rank][0]

@@ -1,6 +1,6 @@
-"""`scale_fusion`: make any diffusers SDXL-family UNet evaluate FreeScale high-resolution steps.
+"""`scale_fusion`: make a diffusers UNet (SDXL, SD1.5, SD2.x, AnimateDiff motion) evaluate FreeScale steps.
 
-Swaps attn1's processor, sets the restrained dilation and FreeU, and puts the UNet back exactly as
+Swaps the spatial attn1 processors, sets the restrained dilation and FreeU, and puts the UNet back exactly as
 it was on exit. The renderer uses this same context manager for every stage above the base.
 """
 
@@ -16,12 +16,8 @@ from freescale.config.render_config import FREEU_DEFAULT
 from freescale.method.dilation import DilationSwitch, dilation_switch
 from freescale.method.freeu import freeu_applied
 from freescale.method.scale_attention import FusionStep, ScaleFusionProcessor
+from freescale.method.unet_topology import spatial_self_attention
 from freescale.tiling.stages import scale_counts
-
-
-def self_attention_modules(unet: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    """Every transformer block's attn1, in module order (that order numbers the jitter layers)."""
-    return [(name, module) for name, module in unet.named_modules() if name.endswith(".attn1")]
 
 
 class ScaleFusion:
@@ -41,7 +37,7 @@ class ScaleFusion:
 
 @contextmanager
 def _processors_swapped(unet: torch.nn.Module, step: FusionStep) -> Iterator[None]:
-    modules = self_attention_modules(unet)
+    modules = spatial_self_attention(unet)
     originals = [module.processor for _, module in modules]
     for layer, (_, module) in enumerate(modules):
         module.set_processor(ScaleFusionProcessor(step, layer))

@@ -12,6 +12,7 @@ import torch
 # exactly. Multistep solvers keep earlier predictions; for them only stage ends are checkpoints.
 STATELESS_SCHEDULERS = ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "DDIMScheduler")
 
+
 @dataclass(frozen=True)
 class Snapshot:
     """How far a render got: finished stages' latents, and optionally the stage in progress."""

@@ -20,13 +20,14 @@ from freescale.method.tiled_vae import (
     encode_rows,
     sample_latents,
 )
+from freescale.models.native_resolution import vae_scale_from_config
 from freescale.tiling.bands import Band
 from freescale.tiling.stages import Size
 from freescale.tiling.vae_tiles import bicubic_source_rows
 
 
 def vae_scale(vae) -> int:
-    return 2 ** (len(vae.config.block_out_channels) - 1)
+    return vae_scale_from_config(vae.config)
 
 
 @torch.no_grad()

@@ -1,4 +1,5 @@
-"""Text conditioning of an SDXL render: prompt embeddings, pooled embeddings and micro-conditioning ids."""
+"""Text conditioning of a render, per family: SDXL's two encoders give prompt embeddings, pooled embeddings
+and micro-conditioning ids; SD1.x / SD2.x's one encoder gives prompt embeddings alone."""
 
 from __future__ import annotations
 
@@ -8,14 +9,21 @@ import torch
 
 from freescale.tiling.stages import Size
 
+# UNet config `addition_embed_type` -> what the UNet is conditioned on besides the text states.
+_SDXL_ADDITION = "text_time"  # pooled text embedding + micro-conditioning ids (SDXL)
+_NO_ADDITION = None  # text states only (SD1.x, SD2.x)
+
 
 @dataclass(frozen=True)
 class Conditioning:
-    """UNet inputs that stay fixed for the whole render; batch is [negative, positive] under guidance."""
+    """UNet inputs that stay fixed for the whole render; batch is [negative, positive] under guidance.
+
+    `pooled_embeds` and `time_ids` are None for a UNet that takes no added conditioning (SD1.x, SD2.x).
+    """
 
     prompt_embeds: torch.Tensor
-    pooled_embeds: torch.Tensor
-    time_ids: torch.Tensor
+    pooled_embeds: torch.Tensor | None
+    time_ids: torch.Tensor | None
     guidance: float
 
     @property
@@ -25,6 +33,8 @@ class Conditioning:
     def unet_kwargs(self, half: int | None = None) -> dict:
         """The whole batch, or with `half` only the negative (0) or positive (1) row of it."""
         embeds, pooled, time_ids = self.prompt_embeds, self.pooled_embeds, self.time_ids
+        if pooled is None or time_ids is None:
+            return {"encoder_hidden_states": embeds if half is None else embeds[half : half + 1]}
         if half is not None:
             embeds, pooled, time_ids = (
                 embeds[half : half + 1],
@@ -42,8 +52,7 @@ def micro_conditioning_ids(base: Size) -> list[int]:
     return [base[0], base[1], 0, 0, base[0], base[1]]
 
 
-@torch.no_grad()
-def encode_conditioning(pipe, prompt: str, negative_prompt: str, guidance: float, base: Size) -> Conditioning:
+def _sdxl_conditioning(pipe, prompt: str, negative_prompt: str, guidance: float, base: Size) -> Conditioning:
     device, dtype = pipe.unet.device, pipe.unet.dtype
     uses_guidance = guidance > 1.0
     embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
@@ -59,3 +68,32 @@ def encode_conditioning(pipe, prompt: str, negative_prompt: str, guidance: float
         pooled = torch.cat([negative_pooled, pooled])
         time_ids = torch.cat([time_ids, time_ids])
     return Conditioning(embeds.to(dtype), pooled.to(dtype), time_ids, guidance)
+
+
+def _text_only_conditioning(pipe, prompt: str, negative_prompt: str, guidance: float) -> Conditioning:
+    device, dtype = pipe.unet.device, pipe.unet.dtype
+    uses_guidance = guidance > 1.0
+    embeds, negative = pipe.encode_prompt(
+        prompt=prompt,
+        device=device,
+        num_images_per_prompt=1,
+        do_classifier_free_guidance=uses_guidance,
+        negative_prompt=negative_prompt,
+    )
+    if uses_guidance:
+        embeds = torch.cat([negative, embeds])
+    return Conditioning(embeds.to(dtype), None, None, guidance)
+
+
+@torch.no_grad()
+def encode_conditioning(pipe, prompt: str, negative_prompt: str, guidance: float, base: Size) -> Conditioning:
+    """What the pipeline's UNet is conditioned on, chosen by its `addition_embed_type`."""
+    addition = pipe.unet.config.addition_embed_type
+    if addition == _SDXL_ADDITION:
+        return _sdxl_conditioning(pipe, prompt, negative_prompt, guidance, base)
+    if addition == _NO_ADDITION:
+        return _text_only_conditioning(pipe, prompt, negative_prompt, guidance)
+    raise NotImplementedError(
+        f"a UNet with addition_embed_type {addition!r} is not supported; "
+        f"supported: {_SDXL_ADDITION!r} (SDXL) and None (SD1.x, SD2.x)"
+    )

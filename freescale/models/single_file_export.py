@@ -1,6 +1,6 @@
 """Writes a diffusers SDXL pipeline as one safetensors file in the original Stability (LDM) checkpoint layout,
-the format users download from the web, so the single-file loading path can be tested without one."""
-
+the format users download from the web, so the single-file loading path can be tested without one.
+The UNet and VAE mappings walk the block structure and serve every family (see sd15_single_file_export)."""
 
 import torch
 from diffusers import StableDiffusionXLPipeline
@@ -71,7 +71,7 @@ def _unet_prefixes(unet) -> dict[str, str]:
     """
     per_block = unet.config.layers_per_block
     if not isinstance(per_block, int):
-        raise ValueError("only a single int layers_per_block has an original SDXL layout")
+        raise ValueError("only a single int layers_per_block has an original (LDM) layout")
     p: dict[str, str] = {
         "time_embedding.linear_1": "time_embed.0",
         "time_embedding.linear_2": "time_embed.2",
@@ -112,7 +112,7 @@ def _unet_prefixes(unet) -> dict[str, str]:
     return p
 
 
-def _vae_tensors(vae) -> dict[str, torch.Tensor]:
+def original_vae_tensors(vae) -> dict[str, torch.Tensor]:
     p: dict[str, str] = {"quant_conv": "quant_conv", "post_quant_conv": "post_quant_conv"}
     for side in ("encoder", "decoder"):
         p[f"{side}.conv_in"] = f"{side}.conv_in"
@@ -142,7 +142,7 @@ def _vae_tensors(vae) -> dict[str, torch.Tensor]:
     return {k.replace("conv_shortcut", "nin_shortcut"): v for k, v in out.items()}
 
 
-def _hf_text_state(encoder) -> dict[str, torch.Tensor]:
+def hf_text_state(encoder) -> dict[str, torch.Tensor]:
     """State dict with the `text_model.` prefix, which newer transformers drops from CLIPTextModel."""
     state = encoder.state_dict()
     if hasattr(encoder, "text_model"):
@@ -152,7 +152,7 @@ def _hf_text_state(encoder) -> dict[str, torch.Tensor]:
 
 def _open_clip_tensors(encoder) -> dict[str, torch.Tensor]:
     """HF CLIPTextModelWithProjection -> OpenCLIP text tower (q/k/v fused, projection transposed)."""
-    state = _hf_text_state(encoder)
+    state = hf_text_state(encoder)
     out = {
         "token_embedding.weight": state.pop("text_model.embeddings.token_embedding.weight"),
         "positional_embedding": state.pop("text_model.embeddings.position_embedding.weight"),
@@ -173,20 +173,30 @@ def _open_clip_tensors(encoder) -> dict[str, torch.Tensor]:
     return out
 
 
-def sdxl_original_state_dict(pipe: StableDiffusionXLPipeline) -> dict[str, torch.Tensor]:
-    """All four networks of the pipeline under their original Stability SDXL checkpoint names."""
+def original_unet_and_vae_tensors(pipe) -> dict[str, torch.Tensor]:
+    """The UNet and VAE of any family's pipeline under their original (LDM) checkpoint names."""
     tensors: dict[str, torch.Tensor] = {}
     unet = _rename(pipe.unet.state_dict(), _unet_prefixes(pipe.unet))
     tensors.update({_UNET_PREFIX + k: v for k, v in unet.items()})
-    tensors.update({_VAE_PREFIX + k: v for k, v in _vae_tensors(pipe.vae).items()})
-    tensors.update({_CLIP_L_PREFIX + k: v for k, v in _hf_text_state(pipe.text_encoder).items()})
+    tensors.update({_VAE_PREFIX + k: v for k, v in original_vae_tensors(pipe.vae).items()})
+    return tensors
+
+
+def sdxl_original_state_dict(pipe: StableDiffusionXLPipeline) -> dict[str, torch.Tensor]:
+    """All four networks of the pipeline under their original Stability SDXL checkpoint names."""
+    tensors = original_unet_and_vae_tensors(pipe)
+    tensors.update({_CLIP_L_PREFIX + k: v for k, v in hf_text_state(pipe.text_encoder).items()})
     tensors.update({_OPEN_CLIP_PREFIX + k: v for k, v in _open_clip_tensors(pipe.text_encoder_2).items()})
     return tensors
 
 
-def export_sdxl_single_file(pipe: StableDiffusionXLPipeline, path: str) -> None:
-    """Writes `path` atomically."""
+def write_single_file(state: dict[str, torch.Tensor], path: str) -> None:
+    """Writes `state` to `path` atomically."""
     # safetensors refuses views and shared storage, so every tensor gets its own contiguous copy.
-    state = sdxl_original_state_dict(pipe)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
     atomic_write(path, lambda temporary: save_file(tensors, temporary, metadata={"format": "pt"}))
+
+
+def export_sdxl_single_file(pipe: StableDiffusionXLPipeline, path: str) -> None:
+    """Writes `path` atomically."""
+    write_single_file(sdxl_original_state_dict(pipe), path)

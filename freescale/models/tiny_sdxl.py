@@ -2,38 +2,19 @@
 widths, so every code path (and the single-file format) can be exercised offline on a CPU in seconds."""
 
 import torch
-from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
+from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-from freescale.models.byte_tokenizer import BYTE_VOCAB_SIZE, END_TOKEN, START_TOKEN, build_byte_tokenizer
+from freescale.models.byte_tokenizer import build_byte_tokenizer
+from freescale.models.tiny_parts import MAX_TOKENS, tiny_scheduler, tiny_text_config, tiny_vae
+from freescale.models.tiny_parts import TINY_NATIVE_SIZE as TINY_NATIVE_SIZE  # re-exported: callers use it
 
-TINY_NATIVE_SIZE = 128
-
-_MAX_TOKENS = 77
 _TIME_EMBED_DIM = 8  # SDXL: 256
 # The two encoders must differ in width: diffusers' single-file loader tells CLIP-L from OpenCLIP-bigG by
 # comparing the hidden size in the checkpoint with the model's, as SDXL's 768 vs 1280 do.
 _TEXT_1_HIDDEN = 32
 _TEXT_2_HIDDEN = 64
 _TEXT_2_PROJECTION = 32
-
-
-def _text_config(hidden: int, layers: int, heads: int, act: str, projection_dim: int) -> CLIPTextConfig:
-    tokenizer = build_byte_tokenizer(_MAX_TOKENS)
-    return CLIPTextConfig(
-        vocab_size=BYTE_VOCAB_SIZE,
-        hidden_size=hidden,
-        intermediate_size=4 * hidden,
-        projection_dim=projection_dim,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        max_position_embeddings=_MAX_TOKENS,
-        hidden_act=act,
-        # The pooled output is taken at the first eos token, so the ids must be the byte tokenizer's.
-        bos_token_id=tokenizer.convert_tokens_to_ids(START_TOKEN),
-        eos_token_id=tokenizer.convert_tokens_to_ids(END_TOKEN),
-        pad_token_id=tokenizer.convert_tokens_to_ids(END_TOKEN),
-    )
 
 
 def _unet() -> UNet2DConditionModel:
@@ -62,33 +43,7 @@ def _unet() -> UNet2DConditionModel:
 
 
 def _vae() -> AutoencoderKL:
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(16, 32, 32, 32),
-        layers_per_block=1,
-        norm_num_groups=8,
-        latent_channels=4,
-        sample_size=TINY_NATIVE_SIZE,
-        scaling_factor=0.13025,
-        force_upcast=True,
-    )
-
-
-def _scheduler() -> EulerDiscreteScheduler:
-    return EulerDiscreteScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        prediction_type="epsilon",
-        interpolation_type="linear",
-        use_karras_sigmas=False,
-        timestep_spacing="leading",
-        steps_offset=1,
-    )
+    return tiny_vae(scaling_factor=0.13025)  # SDXL's latent scaling
 
 
 def build_tiny_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
@@ -97,18 +52,18 @@ def build_tiny_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
         torch.manual_seed(seed)
         unet = _unet()
         vae = _vae()
-        text_encoder = CLIPTextModel(_text_config(_TEXT_1_HIDDEN, 2, 2, "quick_gelu", _TEXT_1_HIDDEN))
+        text_encoder = CLIPTextModel(tiny_text_config(_TEXT_1_HIDDEN, 2, 2, "quick_gelu", _TEXT_1_HIDDEN))
         text_encoder_2 = CLIPTextModelWithProjection(
-            _text_config(_TEXT_2_HIDDEN, 2, 2, "gelu", _TEXT_2_PROJECTION)
+            tiny_text_config(_TEXT_2_HIDDEN, 2, 2, "gelu", _TEXT_2_PROJECTION)
         )
     pipe = StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=text_encoder,
         text_encoder_2=text_encoder_2,
-        tokenizer=build_byte_tokenizer(_MAX_TOKENS),
-        tokenizer_2=build_byte_tokenizer(_MAX_TOKENS),
+        tokenizer=build_byte_tokenizer(MAX_TOKENS),
+        tokenizer_2=build_byte_tokenizer(MAX_TOKENS),
         unet=unet,
-        scheduler=_scheduler(),
+        scheduler=tiny_scheduler(),
         force_zeros_for_empty_prompt=True,
         add_watermarker=False,
     )

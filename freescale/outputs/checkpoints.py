@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from freescale.atomic_files import atomic_write
+from freescale.config.options import section_keys
 from freescale.config.render_config import DEFAULT_CHECKPOINT_EVERY, RenderConfig, recipe_values
 from freescale.errors import ConfigError
 from freescale.method.snapshots import CheckpointEvent, Snapshot
@@ -23,7 +24,7 @@ CONFIG_FILE = "render.json"
 IN_PROGRESS_FILE = "in-progress.pt"
 
 # Fields that only say where and how outputs are written: a checkpoint serves any of them.
-_OUTPUT_FIELDS = ("output", "save_stages", "overwrite", "bit_depth", "dpi", "pyramid")
+_OUTPUT_FIELDS = section_keys("output")
 
 
 def _render_fields(config: RenderConfig) -> dict:

@@ -136,13 +136,18 @@ def device_calibration(name: str, strict: bool = True) -> DeviceCalibration:
     raise ConfigError(f"no cost calibration for device {name!r}; calibrated: {', '.join(device_names())}")
 
 
+def builtin_model_names() -> list[str]:
+    """Models whose facts and UNet profile are stored: 'sdxl', 'sd15' and the tiny built-in models."""
+    return list(_calibration_data()["models"])
+
+
 def builtin_model(name: str) -> dict[str, Any]:
-    """Stored facts of a built-in model ('tiny', 'sdxl'): native size, parameter counts, VAE tile."""
+    """Stored facts of a built-in model ('tiny', 'sdxl', 'sd15' ...): native size, parameters, VAE tile."""
     return _calibration_data()["models"][name]
 
 
 def builtin_profile(key: str) -> UNetProfile | None:
-    """A stored UNet profile by architecture key (or by the names 'sdxl' and 'tiny')."""
+    """A stored UNet profile by architecture key (or by a built-in model's name: 'sdxl', 'sd15' ...)."""
     profiles = _calibration_data()["unet_profiles"]
     for name, data in profiles.items():
         if key in (name, data["key"]):

@@ -16,8 +16,14 @@ from freescale.planning.shard_traffic import (
     exchange_table,
 )
 from freescale.planning.unet_profile import SelfAttention, UNetProfile, bilinear
-from freescale.tiling.bands import Band, scale_band
-from freescale.tiling.windows import LocalWindows, jitter_key, local_windows, windows_touching_rows
+from freescale.tiling.bands import Band, clipped, scale_band
+from freescale.tiling.windows import (
+    LocalWindows,
+    blur_kernel_size,
+    jitter_key,
+    local_windows,
+    windows_touching_rows,
+)
 
 MODES = ("direct", "freescale", "fast")
 KINDS = ("halo", "all_gather", "all_reduce", "cfg_swap")
@@ -124,7 +130,7 @@ def unet_call_cost(
             cost.send("halo", sent[rank] * batch * w * query_dim * dtype_bytes, active[rank], repeats)
             kv_row = 2 * batch * w * inner * dtype_bytes
             cost.send("all_gather", _gathered_rows(level_bands) * kv_row, times=repeats)
-            sent, active = _blur_table(level_bands, h, n - 1)
+            sent, active = _blur_table(level_bands, h, blur_kernel_size(n))
             cost.send("halo", sent[rank] * batch * w * out_dim * dtype_bytes, active[rank], repeats)
     if world > 1:
         for conv, repeats in profile.conv_groups:
@@ -178,13 +184,12 @@ def _windows(grid: tuple[int, int], n: int, key: int | None) -> LocalWindows:
 def _window_table(windows: LocalWindows, bands: tuple[Band, ...]) -> Table:
     """Each rank fetches the rows its local windows cover (inside the grid)."""
     reach = [windows_touching_rows(windows, band).rows for band in bands]
-    needs = [(max(lo, 0), min(hi, windows.grid[0])) for lo, hi in reach]
-    return exchange_table(list(bands), needs)
+    return exchange_table(list(bands), clipped(reach, windows.grid[0]))
 
 
 @lru_cache(maxsize=256)
-def _blur_table(bands: tuple[Band, ...], rows: int, halo: int) -> Table:
-    return exchange_table(list(bands), blur_needs(list(bands), rows, halo))
+def _blur_table(bands: tuple[Band, ...], rows: int, kernel_size: int) -> Table:
+    return exchange_table(list(bands), blur_needs(list(bands), rows, kernel_size))
 
 
 @lru_cache(maxsize=1024)

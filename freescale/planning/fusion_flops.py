@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from freescale.tiling.bands import Band
-from freescale.tiling.windows import LocalWindows, windows_touching_rows
+from freescale.tiling.bands import Band, blur_reads, clip
+from freescale.tiling.windows import LocalWindows, blur_kernel_size, windows_touching_rows
 
 
 def _count(start: int, stop: int, step: int) -> int:
@@ -55,9 +55,10 @@ def fusion_flops(
     else:
         attention += 4 * batch * (b - a) * w * h * w * inner
     dense += 2 * (2 * batch * (b - a) * w * inner * out_dim)
-    halo = (2 * max(counts) - 1) // 2
-    if halo:
-        rows = min(h, b + halo) - max(0, a - halo)
+    kernel = blur_kernel_size(max(counts))
+    if kernel > 1:  # a 1-tap G is the identity: no blur is run
+        lo, hi = clip(blur_reads([band], kernel)[0], h)
+        rows = hi - lo
         lengths = (out_dim if blur_channels else 0) + w + rows
         dense += 2 * batch * rows * w * out_dim * lengths
     return attention, dense

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from freescale.config.options import default
+from freescale.config.sharding_check import check_cfg_parallel, check_stage_bands
 from freescale.errors import ConfigError
 from freescale.planning.cost_calibration import DeviceCalibration, Link, device_calibration, link_for
 from freescale.planning.cost_model import CallCost, unet_call_cost
@@ -41,14 +43,15 @@ class PlanRequest:
 
     stages: tuple[Size, ...]  # (height, width) in pixels, base first
     workers: int = 1
-    fast_mode: bool = False
-    cfg_parallel: bool = False
-    steps: int = 50
-    restart: float = 0.3
-    dilate_tau: int = 35
-    guidance: float = 7.5
-    freeu: bool = True
-    blur_channels: bool = True
+    # A render's defaults (freescale.config.options).
+    fast_mode: bool = default("fast_mode")
+    cfg_parallel: bool = default("cfg_parallel")
+    steps: int = default("steps")
+    restart: float = default("restart")
+    dilate_tau: int = default("dilate_tau")
+    guidance: float = default("guidance")
+    freeu: bool = default("freeu") is not None
+    blur_channels: bool = default("blur") == "3d"
     dtype_bytes: int = 2  # the UNet's element size: 2 for fp16/bf16 on GPUs, 4 for fp32 (CPUs)
     output_stages: tuple[int, ...] = ()  # stages decoded to files; () means the last
 
@@ -134,14 +137,14 @@ def make_plan(
     model: ModelSpec | str = "sdxl",
     device: DeviceCalibration | str = "NVIDIA H200",
     link: Link | str = "nvlink",
-    fast_mode: bool = False,
-    cfg_parallel: bool = False,
-    steps: int = 50,
-    restart: float = 0.3,
-    dilate_tau: int = 35,
-    guidance: float = 7.5,
-    freeu: bool = True,
-    blur_channels: bool = True,
+    fast_mode: bool = PlanRequest.fast_mode,
+    cfg_parallel: bool = PlanRequest.cfg_parallel,
+    steps: int = PlanRequest.steps,
+    restart: float = PlanRequest.restart,
+    dilate_tau: int = PlanRequest.dilate_tau,
+    guidance: float = PlanRequest.guidance,
+    freeu: bool = PlanRequest.freeu,
+    blur_channels: bool = PlanRequest.blur_channels,
     dtype_bytes: int | None = None,
     output_stages: Sequence[int] = (),
 ) -> Plan:
@@ -192,16 +195,12 @@ def plan_request(request: PlanRequest, spec: ModelSpec, device: DeviceCalibratio
     r = request
     if r.workers < 1:
         raise ConfigError(f"--workers {r.workers} must be at least 1")
-    if r.cfg_parallel and (r.workers % 2 or r.guidance <= 1.0):
-        raise ConfigError("--cfg-parallel needs an even --workers and --guidance > 1")
+    if r.cfg_parallel:
+        check_cfg_parallel(r.workers, r.guidance)
     if not r.stages:
         raise ConfigError("no stages to plan")
-    unit = spec.vae_scale * spec.unet.align
-    for h, w in r.stages:
-        if h % unit or w % spec.vae_scale:
-            raise ConfigError(
-                f"stage {w}x{h}: the height must be a multiple of {unit} px to split into bands"
-            )
+    # Not check_sharding's rank count: a plan may give ranks empty bands (preflight searches worker counts).
+    check_stage_bands(r.stages, spec.unet.align, spec.vae_scale)
     stages = [_base_stage(r, spec, device)]
     for index in range(1, len(r.stages)):
         stages.append(_upper_stage(r, spec, device, link, index))

@@ -5,20 +5,19 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
-from freescale.tiling.bands import Band, clip, conv_input_rows, overlap
+from freescale.tiling.bands import Band, blur_reads, clipped, conv_reads, overlap
 
 
 def conv_needs(
     bands: list[Band], full_rows: int, stride: int, padding: int, dilation: int, kernel: int
 ) -> list[Band]:
-    """Input rows each rank's band of a conv's output reads, clipped to the input (BandConv2d)."""
-    outputs = [(a // stride, b // stride) for a, b in bands]
-    return [clip(conv_input_rows(band, stride, padding, dilation, kernel), full_rows) for band in outputs]
+    """Input rows each rank's band of a conv's output fetches (BandConv2d's halo rule, inside the input)."""
+    return clipped(conv_reads(bands, stride, padding, dilation, kernel), full_rows)
 
 
-def blur_needs(bands: list[Band], full_rows: int, halo: int) -> list[Band]:
-    """Rows each rank blurs: its band and `halo` rows either side, inside the grid."""
-    return [clip((a - halo, b + halo), full_rows) for a, b in bands]
+def blur_needs(bands: list[Band], full_rows: int, kernel_size: int) -> list[Band]:
+    """Rows each rank fetches to blur its band with a `kernel_size`-tap Gaussian (scale fusion's G)."""
+    return clipped(blur_reads(bands, kernel_size), full_rows)
 
 
 def all_gather_bytes(bands: list[Band], row_bytes: int) -> int:

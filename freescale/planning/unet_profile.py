@@ -195,13 +195,13 @@ def profile_unet(unet, config: dict[str, Any]) -> UNetProfile:
     """Profile a UNet2DConditionModel built on the meta device (nothing is computed, nothing allocated)."""
     import torch
 
-    from freescale.method.dilation import DILATED_CONVS
-    from freescale.method.freeu import fourier_filter, freeu_targets
-    from freescale.method.scale_fusion import self_attention_modules
+    from freescale.method.freeu import fourier_filter
+    from freescale.method.unet_topology import dilated_convs, freeu_targets, spatial_self_attention
+    from freescale.tiling.bands import band_align_rows
 
-    align = 2 ** (len(unet.down_blocks) - 1)
+    align = band_align_rows(len(unet.down_blocks))
     dtype, device = unet.dtype, unet.device
-    modules = [m for _, m in self_attention_modules(unet)]
+    modules = [m for _, m in spatial_self_attention(unet)]
     originals = [m.processor for m in modules]
     c = unet.config
     text = torch.zeros(1, TEXT_TOKENS, c.cross_attention_dim, dtype=dtype, device=device)
@@ -223,16 +223,15 @@ def profile_unet(unet, config: dict[str, Any]) -> UNetProfile:
     norms: list[int] = []
     skips: list[tuple[int, int]] = []
     rows0 = 2 * align
-    names = {id(m): n for n, m in unet.named_modules()}
+    dilated = {id(conv) for _, conv in dilated_convs(unet)}
     hidden_of = {id(resnet): hidden for resnet, hidden, _ in freeu_targets(unet)}
 
     def record(module, args):
         x = args[0]
         level = rows0 // x.shape[-2]
         if isinstance(module, torch.nn.Conv2d):
-            name = names[id(module)]
             k, s, p = module.kernel_size[0], module.stride[0], module.padding[0]
-            convs.append(Conv(level, x.shape[1], k, s, p, name in DILATED_CONVS))
+            convs.append(Conv(level, x.shape[1], k, s, p, id(module) in dilated))
         elif isinstance(module, torch.nn.GroupNorm):
             norms.append(module.num_groups)
         else:

@@ -10,11 +10,14 @@ from typing import Any
 
 import yaml
 
+from freescale.config.options import section_keys
 from freescale.config.render_config import PRESET_KEYS, RenderConfig, build_config, load_preset
 from freescale.errors import ConfigError
+from freescale.models.families import ModelFamily
 from freescale.progress import Progress
 
-MODEL_KEYS = ("model", "model_config", "device", "dtype")
+# The settings of the model a batch keeps warm: the model section of the option definition.
+MODEL_KEYS = section_keys("model")
 
 
 @dataclass
@@ -72,8 +75,11 @@ def load_jobs(path: str, output_dir: str | None = None) -> list[dict[str, Any]]:
     return jobs
 
 
-def plan_items(jobs: list[dict[str, Any]], native_size: int) -> list[BatchItem]:
-    """Validate every job before anything renders; a bad job is a failed item, not a failed batch."""
+def plan_items(
+    jobs: list[dict[str, Any]], native_size: int, family: ModelFamily | None = None
+) -> list[BatchItem]:
+    """Validate every job before anything renders; a bad job is a failed item, not a failed batch.
+    `family`: the shared model's (its FreeU defaults); None means SDXL."""
     models = {tuple(job.get(k) for k in MODEL_KEYS) for job in jobs}
     if len(models) > 1:
         raise ConfigError("batch jobs must share model, model_config, device and dtype (one warm model)")
@@ -81,7 +87,7 @@ def plan_items(jobs: list[dict[str, Any]], native_size: int) -> list[BatchItem]:
     for index, job in enumerate(jobs):
         item = BatchItem(index, job["output"])
         try:
-            item.config = build_config(dict(job), native_size)
+            item.config = build_config(dict(job), native_size, family=family)
         except ConfigError as exc:
             item.status, item.message = "failed", str(exc)
         if item.config is not None and os.path.exists(item.output):
@@ -91,24 +97,23 @@ def plan_items(jobs: list[dict[str, Any]], native_size: int) -> list[BatchItem]:
 
 
 def run_items(items: list[BatchItem], placement, progress: Progress) -> None:
-    """Render the pending items on one warm Renderer; a lost worker restarts the pool for the rest."""
+    """Render the pending items on one warm Renderer. A lost worker is retried by the renderer itself (up
+    to the placement's max_retries); an item that still fails is reported and the next one starts on a
+    fresh pool."""
     from freescale.cluster.ray.worker_pool import WorkerLost
     from freescale.rendering.renderer import Renderer
 
     pending = [item for item in items if item.status == "pending"]
-    while pending:
-        with Renderer(pending[0].config, placement, progress) as renderer:
-            while pending:
-                item = pending.pop(0)
-                progress.note(f"batch item {item.index}: {item.output}")
-                try:
-                    renderer.render_to_files(item.config)
-                    item.status = "done"
-                except WorkerLost as exc:
-                    item.status, item.message = "failed", str(exc)
-                    break  # the process group is gone: a fresh pool for the remaining items
-                except (ConfigError, NotImplementedError, ValueError, RuntimeError, OSError) as exc:
-                    item.status, item.message = "failed", f"{type(exc).__name__}: {exc}"
+    if not pending:
+        return
+    with Renderer(pending[0].config, placement, progress) as renderer:
+        for item in pending:
+            progress.note(f"batch item {item.index}: {item.output}")
+            try:
+                renderer.render_to_files(item.config)
+                item.status = "done"
+            except (WorkerLost, ConfigError, NotImplementedError, ValueError, RuntimeError, OSError) as exc:
+                item.status, item.message = "failed", f"{type(exc).__name__}: {exc}"
 
 
 def summary(items: list[BatchItem]) -> str:

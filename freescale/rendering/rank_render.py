@@ -1,15 +1,15 @@
-"""What every rank runs for one render: the cascade on its bands, then its rows of each output image,
-decoded strip by strip as the VAE tiles come."""
+"""What every rank runs for one render, in the driver's process or on a Ray worker alike: the cascade on
+its bands, then its rows of each output image as pixel strips, kept for the driver to fetch in order."""
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from freescale.cluster.sharding.rank_state import RankState
 from freescale.config.render_config import RenderConfig
 from freescale.method.cascade import Cascade
 from freescale.method.snapshots import CheckpointSink, Snapshot
@@ -41,19 +41,12 @@ def pixel_bands(config: RenderConfig, stage: int, world: int, vae_scale: int) ->
 
 
 def render_latents(
-    model,
-    group,
-    config: RenderConfig,
-    progress: Progress | None = None,
-    cfg_parallel: bool = False,
-    resume: RenderResume | None = None,
+    model, group, config: RenderConfig, progress: Progress, cfg_parallel: bool, resume: RenderResume
 ) -> list[torch.Tensor]:
     """Run the cascade; every stage's whole latents, the same on every rank. With `cfg_parallel` the
-    ranks form two groups, one per half of the guidance batch. `resume` continues from and keeps
-    checkpoints."""
+    ranks form two groups, one per half of the guidance batch."""
     from freescale.cluster.sharding.cfg_split import split_for_cfg
 
-    resume = resume or RenderResume()
     checkpoints = {
         "snapshot": resume.snapshot,
         "checkpoint_every": resume.every,
@@ -66,7 +59,7 @@ def render_latents(
         return Cascade(model, config, progress, group, **checkpoints).run()
 
 
-def output_strips(
+def _strips(
     model, config: RenderConfig, latents: torch.Tensor, rows: tuple[int, int]
 ) -> Iterator[np.ndarray]:
     """Pixel strips (n, W, 3) of image rows `rows` of a stage with these whole latents, at the config's
@@ -78,58 +71,37 @@ def output_strips(
 
 
 def render_on_rank(
-    model,
-    group,
+    state: RankState,
     config: RenderConfig,
-    progress: Progress | None = None,
-    stages: list[int] | None = None,
     cfg_parallel: bool = False,
     resume: RenderResume | None = None,
+    stages: list[int] | None = None,
 ) -> dict:
-    """`render_latents`, then this rank's image rows of each stage in `stages` (default: the output
-    stages) as whole arrays; rank 0 also returns every stage's latents."""
+    """The rank entry point (`pool.run(render_on_rank, ...)`): render, then this rank's rows of each of
+    `stages` (default: the output stages) as strips kept on the rank until the driver takes them with
+    `take_strip`, in order. Returns, from rank 0, every stage's latents."""
     from freescale.method.vae_transitions import vae_scale
 
-    latents = render_latents(model, group, config, progress, cfg_parallel, resume)
-    scale = vae_scale(model.pipe.vae)
-    images: dict[int, np.ndarray] = {}
-    for stage in output_stages(config) if stages is None else stages:
-        bands = pixel_bands(config, stage, group.world, scale)
-        if group.rank < len(bands):
-            images[stage] = np.concatenate(
-                list(output_strips(model, config, latents[stage], bands[group.rank]))
-            )
-    return {"images": images, "latents": [t.cpu() for t in latents] if group.rank == 0 else None}
-
-
-def render_on_worker(
-    state, config: RenderConfig, cfg_parallel: bool = False, resume: RenderResume | None = None
-) -> dict:
-    """Entry point on a Ray worker (`WorkerPool.run`): render, then decode this rank's rows of each
-    output stage into strips that stay on the worker until the driver takes them (`take_strip`), so
-    the driver holds one strip at a time. Returns the strip count per stage (and, from rank 0, the
-    latents). Rank 0 reports progress as plain log lines."""
-    from freescale.method.vae_transitions import vae_scale
-
-    progress = Progress(quiet=state.rank != 0)
-    latents = render_latents(state.model, state.group, config, progress, cfg_parallel, resume)
+    progress = state.progress or Progress(quiet=state.rank != 0)
+    latents = render_latents(
+        state.model, state.group, config, progress, cfg_parallel, resume or RenderResume()
+    )
     scale = vae_scale(state.model.pipe.vae)
     state.held = {}
-    for stage in output_stages(config):
+    for stage in output_stages(config) if stages is None else stages:
         bands = pixel_bands(config, stage, state.world, scale)
         if state.rank < len(bands):
-            state.held[stage] = deque(output_strips(state.model, config, latents[stage], bands[state.rank]))
-    return {
-        "strips": {stage: len(strips) for stage, strips in state.held.items()},
-        "latents": [t.cpu() for t in latents] if state.rank == 0 else None,
-    }
+            strips = _strips(state.model, config, latents[stage], bands[state.rank])
+            # One rank decodes as the driver writes, so the image is never held whole; many ranks decode
+            # their rows at once while the driver fetches them one rank at a time.
+            state.held[stage] = strips if state.world == 1 else iter(list(strips))
+    return {"latents": [t.cpu() for t in latents] if state.rank == 0 else None}
 
 
-def take_strip(state, stage: int) -> np.ndarray:
-    """The next of this rank's strips of a stage's image (see `render_on_worker`)."""
-    return state.held[stage].popleft()
-
-
-def assemble(results: list[dict], stage: int) -> np.ndarray:
-    """Stack the ranks' rows of one stage's image, in rank order."""
-    return np.concatenate([r["images"][stage] for r in results if stage in r["images"]], axis=0)
+def take_strip(state: RankState, stage: int) -> np.ndarray | None:
+    """The next of this rank's strips of a stage's image (see `render_on_rank`); None after the last, or
+    when this rank holds no rows of that stage."""
+    strip = next(state.held.get(stage, iter(())), None)
+    if strip is None:
+        state.held.pop(stage, None)  # drop a finished stage's iterator (and the decoder state it keeps)
+    return strip

@@ -1,0 +1,109 @@
+"""Where a model comes from, checked before anything is loaded (config files and safetensors headers
+only); imports nothing heavy, so the CLI and the config can validate a model argument cheaply."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from freescale.errors import ConfigError
+from freescale.models.families import (
+    BUILTIN_MODELS,
+    allowed_families,
+    family_of_directory,
+    family_of_single_file,
+)
+from freescale.models.safetensors_header import tensor_names
+
+_UNET_KEY_PREFIX = "model.diffusion_model."
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    kind: str  # "tiny" (a built-in model) | "directory" | "single_file"
+    path: str | None
+    config_dir: str | None
+    # The built-in model's name ("tiny", "tiny-sd15") for kind "tiny"; None there means "tiny".
+    name: str | None = None
+
+    @property
+    def builtin_name(self) -> str:
+        return self.name or "tiny"
+
+
+def _require_model_index(directory: str, what: str) -> None:
+    if not os.path.isfile(os.path.join(directory, "model_index.json")):
+        raise ConfigError(
+            f"{what} {directory!r} has no model_index.json; expected a diffusers pipeline directory "
+            f"of a supported family ({allowed_families()})"
+        )
+
+
+def _single_file_config_dir(model: str, path: str, model_config: str | None) -> str:
+    if model_config is not None:
+        config_dir = os.path.abspath(os.path.expanduser(model_config))
+        if not os.path.isdir(config_dir):
+            raise ConfigError(
+                f"model_config {model_config!r} is not a directory; expected a diffusers pipeline directory "
+                f"({allowed_families()})"
+            )
+        _require_model_index(config_dir, "model_config")
+        return config_dir
+    config_dir = os.path.dirname(path)
+    if not os.path.isfile(os.path.join(config_dir, "model_index.json")):
+        raise ConfigError(
+            f"model file {model!r} needs a config directory: pass model_config (a diffusers pipeline "
+            f"directory with model_index.json) or put one next to the file in {config_dir!r}"
+        )
+    return config_dir
+
+
+def _require_unet_tensors(model: str, path: str) -> None:
+    if not any(key.startswith(_UNET_KEY_PREFIX) for key in tensor_names(path)):
+        raise ConfigError(
+            f"model file {model!r} has no '{_UNET_KEY_PREFIX}*' tensors; expected an original-layout "
+            f"checkpoint (UNet, VAE and text encoders in one file) of a family in {allowed_families()}"
+        )
+
+
+def _require_same_family(model: str, path: str, config_dir: str) -> None:
+    family, config_family = family_of_single_file(path), family_of_directory(config_dir)
+    if family != config_family:
+        raise ConfigError(
+            f"model file {model!r} is a {family.name} checkpoint but its config directory {config_dir!r} "
+            f"is {config_family.name}; pass a model_config directory of the file's family"
+        )
+
+
+def resolve_model_source(model: str, model_config: str | None = None) -> ModelSource:
+    """Checks the model argument without loading anything.
+
+    `model` is a built-in model ("tiny", "tiny-sd15"), a diffusers directory (with model_index.json) of a
+    supported family, or an original-layout .safetensors file. A file needs a diffusers config directory:
+    `model_config`, else the file's own directory when that holds a model_index.json.
+    """
+    builtins = ", ".join(repr(name) for name in BUILTIN_MODELS)
+    if model in BUILTIN_MODELS:
+        if model_config is not None:
+            raise ConfigError(f"model_config {model_config!r} is only used with a .safetensors model file")
+        return ModelSource(kind="tiny", path=None, config_dir=None, name=model)
+    path = os.path.abspath(os.path.expanduser(model))
+    if not os.path.exists(path):
+        raise ConfigError(
+            f"model {model!r} does not exist; use {builtins}, a diffusers pipeline directory "
+            f"({allowed_families()}) or a .safetensors file"
+        )
+    if os.path.isdir(path):
+        _require_model_index(path, "model directory")
+        family_of_directory(path)  # an unsupported pipeline class fails here, naming the families
+        if model_config is not None:
+            raise ConfigError(f"model_config {model_config!r} is only used with a .safetensors model file")
+        return ModelSource(kind="directory", path=path, config_dir=None)
+    if not path.endswith(".safetensors"):
+        raise ConfigError(
+            f"model file {model!r} is not a .safetensors file; only safetensors single-file checkpoints load"
+        )
+    _require_unet_tensors(model, path)
+    config_dir = _single_file_config_dir(model, path, model_config)
+    _require_same_family(model, path, config_dir)
+    return ModelSource(kind="single_file", path=path, config_dir=config_dir)

@@ -3,8 +3,6 @@
 Every rank runs the production rank entry point (`render_on_rank`, as the in-process pool and the Ray
 workers do) and its strips are fetched with `take_strip`, as the driver fetches them."""
 
-from functools import partial
-
 import numpy as np
 import pytest
 import torch
@@ -42,7 +40,9 @@ def render_variants(group, variants: dict, output: str, cfg_parallel: bool = Fal
     for name, values in variants.items():
         config = build_config({**BASE, **values, "model": model_name, "output": output}, native_size=128)
         result = render_on_rank(state, config, cfg_parallel=cfg_parallel)
-        strips = list(iter(partial(take_strip, state, len(config.stages) - 1), None))
+        strips = []
+        while (strip := take_strip(state, len(config.stages) - 1)) is not None:
+            strips.append(strip)
         result["rows"] = np.concatenate(strips) if strips else None  # None: a rank with no image rows
         results[name] = result
     return results

@@ -3,12 +3,12 @@ config files or its safetensors header alone; imports nothing heavy, so config c
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from freescale.errors import ConfigError
+from freescale.models.config_files import read_json_config
 from freescale.models.safetensors_header import tensor_names
 
 if TYPE_CHECKING:
@@ -84,28 +84,17 @@ def family_named(name: str) -> ModelFamily:
     return FAMILIES[name]
 
 
-def _read_json(path: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"model config {path} is missing or not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"model config {path} is not a JSON object")
-    return data
-
-
 def _is_sd2_directory(directory: str) -> bool:
     unet_config = os.path.join(directory, "unet", "config.json")
     if os.path.isfile(unet_config):
-        return _read_json(unet_config).get("cross_attention_dim") == _SD2_TEXT_WIDTH
+        return read_json_config(unet_config).get("cross_attention_dim") == _SD2_TEXT_WIDTH
     text_config = os.path.join(directory, "text_encoder", "config.json")
-    return os.path.isfile(text_config) and _read_json(text_config).get("hidden_size") == _SD2_TEXT_WIDTH
+    return os.path.isfile(text_config) and read_json_config(text_config).get("hidden_size") == _SD2_TEXT_WIDTH
 
 
 def family_of_directory(directory: str) -> ModelFamily:
     """From model_index.json's pipeline class; SD1.x and SD2.x share one, so the text width decides."""
-    class_name = _read_json(os.path.join(directory, "model_index.json")).get("_class_name")
+    class_name = read_json_config(os.path.join(directory, "model_index.json")).get("_class_name")
     if class_name == FAMILIES["sdxl"].pipeline_class:
         return FAMILIES["sdxl"]
     if class_name == FAMILIES["sd15"].pipeline_class:

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from freescale.errors import ConfigError
+from freescale.models.config_files import read_json_config
 from freescale.models.model_source import ModelSource
 
 # Every built-in tiny model is built for 128 px: a 16-row latent with the 8x VAE.
@@ -40,15 +40,7 @@ def native_size_from_configs(unet_config: Any, vae_config: Any) -> int:
 
 def read_component_config(model_dir: str, component: str) -> dict[str, Any]:
     """<model_dir>/<component>/config.json; a missing or broken file is a ConfigError naming it."""
-    path = os.path.join(model_dir, component, "config.json")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"model config {path} is missing or not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"model config {path} is not a JSON object")
-    return data
+    return read_json_config(os.path.join(model_dir, component, "config.json"))
 
 
 def native_size_of(source: ModelSource) -> int:

@@ -1,1 +1,1 @@
-"""Ray: the driver, workers, process groups and the sharded operators."""
+"""Many ranks: exact sharding over torch.distributed (sharding/) and the Ray workers that run it (ray/)."""

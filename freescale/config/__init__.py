@@ -1,0 +1,2 @@
+"""Every render option defined once, the frozen RenderConfig built from flags, presets and recipes, and its
+checks."""

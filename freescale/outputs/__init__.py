@@ -1,0 +1,2 @@
+"""Files a render writes: images fed strip by strip (PNG, TIFF, JPEG), their recipes, checkpoint
+directories."""

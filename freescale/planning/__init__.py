@@ -1,0 +1,2 @@
+"""Predicting a render without running it: FLOPs, bytes and memory per worker, the calibration, plan and
+preflight."""

@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write tiny_<family>.safetensors in the family's original single-file layout",
     )
+    make.add_argument(
+        "--motion",
+        action="store_true",
+        help="also write the family's tiny AnimateDiff motion adapter to DIRECTORY/motion_adapter",
+    )
     make.set_defaults(run=cmd_make_test_model)
     batch = commands.add_parser(
         "batch",

@@ -24,6 +24,9 @@ def cmd_make_test_model(args: argparse.Namespace) -> int:
     parent = os.path.dirname(os.path.abspath(args.directory))
     if not os.path.isdir(parent):
         raise ConfigError(f"make-test-model: parent directory {parent} does not exist")
-    save_tiny_model(args.directory, seed=args.seed, single_file=args.single_file, family=args.family)
-    print(f"wrote the built-in {args.family} test model to {args.directory}")
+    save_tiny_model(
+        args.directory, seed=args.seed, single_file=args.single_file, family=args.family, motion=args.motion
+    )
+    extra = " and its motion adapter" if args.motion else ""
+    print(f"wrote the built-in {args.family} test model{extra} to {args.directory}")
     return 0

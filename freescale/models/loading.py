@@ -22,6 +22,7 @@ from diffusers import AutoencoderKL, StableDiffusionPipeline, StableDiffusionXLP
 from freescale.errors import ConfigError  # noqa: E402
 from freescale.models.families import BUILTIN_MODELS, ModelFamily, family_named, family_of_source  # noqa: E402
 from freescale.models.model_source import ModelSource, resolve_model_source  # noqa: E402
+from freescale.models.motion_adapter import MOTION_ADAPTER_DIR, save_tiny_motion_adapter  # noqa: E402
 from freescale.models.native_resolution import native_size_from_configs, vae_force_upcast  # noqa: E402
 from freescale.models.safetensors_header import read_safetensors_header  # noqa: E402
 from freescale.models.sd15_single_file_export import export_sd15_single_file  # noqa: E402
@@ -239,9 +240,12 @@ def single_file_name(family: str) -> str:
     return f"tiny_{family}.safetensors"
 
 
-def save_tiny_model(directory: str, seed: int = 0, single_file: bool = False, family: str = "sdxl") -> None:
+def save_tiny_model(
+    directory: str, seed: int = 0, single_file: bool = False, family: str = "sdxl", motion: bool = False
+) -> None:
     """Saves the family's tiny pipeline in diffusers layout (safetensors); with `single_file`, also writes
-    <directory>/tiny_<family>.safetensors in the original layout, loadable with the directory as config."""
+    <directory>/tiny_<family>.safetensors in the original layout, loadable with the directory as config;
+    with `motion`, also the family's tiny motion adapter (diffusers layout) in <directory>/motion_adapter."""
     chosen = family_named(family)
     if chosen.builtin_model is None or chosen.name not in _SINGLE_FILE_EXPORTERS:
         allowed = ", ".join(_SINGLE_FILE_EXPORTERS)
@@ -252,3 +256,5 @@ def save_tiny_model(directory: str, seed: int = 0, single_file: bool = False, fa
         pipe.save_pretrained(directory, safe_serialization=True)
     if single_file:
         _SINGLE_FILE_EXPORTERS[chosen.name](pipe, os.path.join(directory, single_file_name(chosen.name)))
+    if motion:
+        save_tiny_motion_adapter(os.path.join(directory, MOTION_ADAPTER_DIR), chosen.name, seed)

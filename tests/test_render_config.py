@@ -124,3 +124,47 @@ def test_the_cli_takes_freeu_from_the_detected_family():
     assert config.freeu == (1.5, 1.6, 0.9, 0.2)
     config, _ = config_from_args(parser.parse_args(["render", "a"]))
     assert config.freeu == (1.1, 1.2, 0.6, 0.4)
+
+
+# ---- sizes the engine supports (issue 15.5) ----
+
+
+@pytest.mark.parametrize("stages", ["128,1048576", "128,65536x65600", "128x131072"])
+def test_a_stage_past_the_largest_side_is_named(stages):
+    with pytest.raises(ConfigError, match=r"stage size \d+x\d+ is larger than the 65536 px a side"):
+        build_config({"prompt": "x", "stages": stages}, 128)
+
+
+def test_the_largest_side_is_allowed():
+    config = build_config({"prompt": "x", "stages": "128,65536"}, 128)
+    assert config.stages[-1] == (65536, 65536)
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded for bad input")
+
+    monkeypatch.setattr("freescale.models.loading.load_model", refuse)
+
+
+@pytest.mark.parametrize("from_recipe", [False, True])
+def test_a_huge_stage_exits_2_at_once(from_recipe, tmp_path, no_loading, capsys, monkeypatch):
+    import json
+    import time
+
+    from freescale import cli
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["render", "x", "--stages", "128,1048576"]
+    if from_recipe:
+        recipe = tmp_path / "huge.png.json"
+        recipe.write_text(json.dumps({"prompt": "x", "stages": [[128, 128], [1048576, 1048576]]}))
+        argv = ["render", "--from-recipe", str(recipe)]
+    start = time.monotonic()
+    assert cli.main(argv) == 2
+    assert time.monotonic() - start < 5  # before: the preflight enumerated windows into tens of GB
+    err = capsys.readouterr().err.strip()
+    assert err == "freescale: error: stage size 1048576x1048576 is larger than the 65536 px a side the " + (
+        "renderer supports"
+    )

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from freescale.models.families import ModelFamily
 
 OUTPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+# The largest stage or output side: beyond it plans, tile grids and the output writers are untested.
+MAX_SIDE = 65536
 # Importers of this module's former contents find them here.
 __all__ = [
     "BLUR_MODES", "DEFAULT_CHECKPOINT_EVERY", "DEFAULT_NEGATIVE_PROMPT", "FREEU_DEFAULT", "OUTPUT_EXTENSIONS",
@@ -132,6 +134,11 @@ def _validate_stages(stages: tuple[Size, ...], native: int) -> None:
     for h, w in stages:
         if h <= 0 or w <= 0 or h % 64 or w % 64:
             raise ConfigError(f"stage size {format_size((h, w))} is not a multiple of 64 on each side")
+        if h > MAX_SIDE or w > MAX_SIDE:  # before anything enumerates windows or tiles of it
+            raise ConfigError(
+                f"stage size {format_size((h, w))} is larger than the {MAX_SIDE} px a side the renderer "
+                "supports"
+            )
     for previous, stage in zip(stages, stages[1:], strict=False):
         larger = stage[0] >= previous[0] and stage[1] >= previous[1] and stage != previous
         if not larger:
@@ -146,14 +153,11 @@ def _validate_stages(stages: tuple[Size, ...], native: int) -> None:
             )
 
 
-def _open_image_header(path: str, flag: str):
-    from PIL import Image, UnidentifiedImageError
+def _open_image_header(path: str, flag: str) -> tuple[int, int]:
+    """(width, height) of an input image that is within the limits, of a supported mode and whole."""
+    from freescale.config.input_images import check_image
 
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ConfigError(f"{flag} {path} is not a readable image ({exc})") from None
+    return check_image(path, flag)
 
 
 def _check_base_image(path: str, base: Size) -> None:

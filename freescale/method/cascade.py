@@ -193,9 +193,9 @@ class Cascade:
         self.shard.group = ShardGroup.single()
         self.shard.set_stage(shape[-2:])
         if c.image is not None:
-            from PIL import Image
+            from freescale.config.input_images import open_image
 
-            with Image.open(c.image) as image:
+            with open_image(c.image, "--image") as image:
                 pixels = vae_transitions.from_pil(image, self.device, self.vae.dtype)
             noise = keyed_normal(shape, c.seed, "vae-sample", 0)
             return vae_transitions.encode_image(self.vae, pixels, noise).to(self.dtype)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from freescale.config.input_images import unit_rgb
 from freescale.method.tiled_vae import (
     bicubic_rows,
     decode_row_strips,
@@ -86,7 +87,8 @@ def to_pixels(image: torch.Tensor, bit_depth: int = 8) -> np.ndarray:
 
 
 def from_pil(image: Image.Image, device, dtype) -> torch.Tensor:
-    """8-bit RGB -> (1, 3, H, W) in [-1, 1]."""
-    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    """An 8- or 16-bit image (gray, RGB, palette; alpha dropped) -> (1, 3, H, W) in [-1, 1], each value
+    divided by its full scale (255 or 65535); pass it unloaded, as Image.open gives it."""
+    array = unit_rgb(image)
     tensor = torch.from_numpy(array).permute(2, 0, 1)[None]
     return (tensor * 2 - 1).to(device=device, dtype=dtype)

@@ -32,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_options(
         plan, ("model", "model_config", "size", "scale", "stages", "stage_rule", "workers"), resolved=True,
-        model={"default": "sdxl", "help": "'sdxl' (SDXL base's architecture, no files), 'tiny', a diffusers "
-               "directory or a .safetensors file (only configs and headers are read) (default: sdxl)"},
+        model={"default": "sdxl", "help": "'sdxl' or 'sd15' (the base model's architecture, no files), "
+               "'tiny' or 'tiny-sd15', a diffusers directory or a .safetensors file (only configs and "
+               "headers are read) (default: sdxl)"},
         workers={"default": 1, "help": "ranks each upper stage is sharded over (default: 1)"},
     )  # fmt: skip
     plan.add_argument(

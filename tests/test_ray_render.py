@@ -34,7 +34,7 @@ def test_two_ray_workers_give_the_one_rank_image(tmp_path):
     assert (tmp_path / "two.stage1-256x256.png").exists()
 
 
-def dies_on_rank_one(state, config, cfg_parallel=False, resume=None, stages=None):
+def dies_on_rank_one(state, config, cfg_parallel=False, resume=None, stages=None, quiet=False):
     """render_on_rank, except that rank 1 dies in the middle of the second stage."""
     calls = []
 
@@ -46,7 +46,7 @@ def dies_on_rank_one(state, config, cfg_parallel=False, resume=None, stages=None
     state.model.pipe.unet.register_forward_pre_hook(count, with_kwargs=True)
     from freescale.rendering.rank_render import render_on_rank
 
-    return render_on_rank(state, config, cfg_parallel, resume, stages)
+    return render_on_rank(state, config, cfg_parallel, resume, stages, quiet)
 
 
 def test_dead_worker_fails_the_render_by_name(tmp_path, monkeypatch):

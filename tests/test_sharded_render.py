@@ -98,3 +98,16 @@ def test_sd15_sharded_render_equals_one_rank(one_rank, one_rank_sd15, world, nam
     subset = {n: variants[n] for n in names}
     ranks = run_ranks(world, render_variants, subset, str(tmp / "o.png"), False, "tiny-sd15")
     check_equal(one_rank_sd15, ranks, names)
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_a_worker_rank_reports_progress_unless_quiet(tiny_model, tmp_path, capsys, quiet):
+    """A Ray worker's rank 0 has no reporter of the driver's: it prints plain lines, which Ray forwards to
+    the driver's log; the driver's --quiet reaches it."""
+    from freescale.config.render_config import build_config
+
+    config = build_config({"prompt": "a fox", "scale": 2, "steps": 2, "output": str(tmp_path / "o.png")}, 128)
+    state = RankState(0, 1, ShardGroup.single(), tiny_model, tiny_model.device)
+    render_on_rank(state, config, quiet=quiet)
+    err = capsys.readouterr().err
+    assert ("stage 2/2 step 2/2" in err) != quiet

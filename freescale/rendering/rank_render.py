@@ -76,13 +76,17 @@ def render_on_rank(
     cfg_parallel: bool = False,
     resume: RenderResume | None = None,
     stages: list[int] | None = None,
+    quiet: bool = False,
 ) -> dict:
     """The rank entry point (`pool.run(render_on_rank, ...)`): render, then this rank's rows of each of
     `stages` (default: the output stages) as strips kept on the rank until the driver takes them with
-    `take_strip`, in order. Returns, from rank 0, every stage's latents."""
+    `take_strip`, in order. Returns, from rank 0, every stage's latents.
+
+    Progress goes to the state's own reporter (the driver's, in its process); else rank 0 prints plain
+    lines, which Ray forwards to the driver's log, unless `quiet` (the driver's --quiet)."""
     from freescale.method.vae_transitions import vae_scale
 
-    progress = state.progress or Progress(quiet=state.rank != 0)
+    progress = state.progress or Progress(quiet=quiet or state.rank != 0)
     latents = render_latents(
         state.model, state.group, config, progress, cfg_parallel, resume or RenderResume()
     )

@@ -152,7 +152,10 @@ class Renderer:
         save = self.checkpoints.save if self.checkpoints else None
         with self.pool.checkpoint_sink(save) as sink:
             resume = RenderResume(snapshot, every, sink)
-            return self.pool.run(render_on_rank, config, self.placement.cfg_parallel, resume, stages)
+            quiet = self.progress.quiet
+            return self.pool.run(
+                render_on_rank, config, self.placement.cfg_parallel, resume, stages, quiet=quiet
+            )
 
     def _strips(self, stage: int) -> Iterator[np.ndarray]:
         """A stage's image, top to bottom: strip by strip from the ranks in band order."""

@@ -49,8 +49,15 @@ class FakeRay:
 def test_device_memory_as_ray_reports_it(monkeypatch):
     import sys
 
-    from freescale.cluster.ray.device_probe import query_worker_devices
+    from freescale.cluster.ray.device_probe import ray_worker_devices
+    from freescale.cluster.ray.session import RaySession
     from freescale.planning.device_memory import local_device
+
+    def query_worker_devices(workers, use_gpu=None):
+        """As `freescale render` asks: in a session of the command's own, shut down again after."""
+        with RaySession() as session:
+            session.ensure()
+            return ray_worker_devices(workers, use_gpu)
 
     assert local_device("cpu").name == "cpu" and local_device("cpu").memory_bytes > 0
     fake = FakeRay(

@@ -3,7 +3,6 @@ one tiny task per GPU asks CUDA; CPU workers share their node's memory."""
 
 from __future__ import annotations
 
-from freescale.cluster.ray.session import RaySession
 from freescale.errors import ConfigError
 from freescale.planning.device_memory import WorkerDevice
 
@@ -51,13 +50,3 @@ def ray_worker_devices(
     if not shares:
         raise ConfigError("the Ray cluster has no node with a CPU for a worker")
     return WorkerDevice("cpu", min(shares), total_slots)
-
-
-def query_worker_devices(
-    workers: int, address: str | None = None, use_gpu: bool | None = None, cpus_per_worker: float = 1.0
-) -> WorkerDevice:
-    """`ray_worker_devices` in a session of its own: Ray is joined (or started) for the question and
-    shut down again if it was started here."""
-    with RaySession(address) as session:
-        session.ensure()
-        return ray_worker_devices(workers, use_gpu, cpus_per_worker)

@@ -61,13 +61,10 @@ def one_step(unet, native: int, kwargs: dict, latent: torch.Tensor, mode: str) -
     return clock() - started, out
 
 
-def measure(unet, native: int, size: int, repeats: int, modes: list[str]) -> list[dict]:
-    from freescale.method.random_draws import keyed_normal
-    from freescale.models.sdxl_unet import random_unet_kwargs
-
-    device = unet.device
-    kwargs = random_unet_kwargs(unet, 2, (native, native))
-    latent = keyed_normal((2, 4, size // 8, size // 8), 0, "bench").to(device, unet.dtype)
+def time_modes(step, modes: list[str], repeats: int, device: torch.device) -> list[dict]:
+    """`step(mode) -> (seconds, output)` for every mode, interleaved so that slow drifts hit every mode
+    alike (the first round a warm-up when repeats > 1): median seconds, the ratio to direct, peak device
+    memory (CUDA only) and whether the output was finite, one dict per mode."""
     cuda = device.type == "cuda"
     times: dict[str, list[float]] = {m: [] for m in modes}
     peaks: dict[str, int] = {}
@@ -75,28 +72,61 @@ def measure(unet, native: int, size: int, repeats: int, modes: list[str]) -> lis
     with torch.inference_mode():
         if repeats > 1:
             for mode in modes:
-                one_step(unet, native, kwargs, latent, mode)  # warm-up: kernels chosen, buffers sized
+                step(mode)  # warm-up: kernels chosen, buffers sized
         for _ in range(max(repeats - 1, 1)):
-            for mode in modes:  # interleaved, so slow drifts hit every mode alike
+            for mode in modes:
                 if cuda:
                     torch.cuda.reset_peak_memory_stats(device)
-                seconds, out = one_step(unet, native, kwargs, latent, mode)
+                seconds, out = step(mode)
                 times[mode].append(seconds)
                 finite[mode] = bool(torch.isfinite(out).all())
                 if cuda:
                     peaks[mode] = torch.cuda.max_memory_allocated(device)
                 del out
-    rows = []
     direct = statistics.median(times["direct"]) if "direct" in times else None
+    rows = []
     for mode in modes:
         seconds = statistics.median(times[mode])
         rows.append({
-            "bench": "sdxl_step", "size": size, "mode": mode, "seconds_per_step": round(seconds, 4),
+            "mode": mode, "seconds_per_step": round(seconds, 4),
             "vs_direct": round(seconds / direct, 3) if direct else None, "timed_runs": len(times[mode]),
             "peak_memory_gib": round(peaks[mode] / 2**30, 2) if mode in peaks else None,
             "output_finite": finite[mode],
         })  # fmt: skip
     return rows
+
+
+def measure(unet, native: int, size: int, repeats: int, modes: list[str]) -> list[dict]:
+    from freescale.method.random_draws import keyed_normal
+    from freescale.models.sdxl_unet import random_unet_kwargs
+
+    kwargs = random_unet_kwargs(unet, 2, (native, native))
+    latent = keyed_normal((2, 4, size // 8, size // 8), 0, "bench").to(unet.device, unet.dtype)
+    rows = time_modes(lambda mode: one_step(unet, native, kwargs, latent, mode), modes, repeats, unet.device)
+    return [{"bench": "sdxl_step", "size": size, **row} for row in rows]
+
+
+def emit(row: dict, out: str | None) -> None:
+    """One JSON line on stdout, and appended to `out` when given."""
+    line = json.dumps(row)
+    print(line, flush=True)
+    if out:
+        with open(out, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+
+def print_table(rows: list[dict], keys: tuple[str, ...] = ("size",)) -> None:
+    """`keys`, then mode, seconds per step, the ratio to direct and peak memory, one line per row."""
+    print(
+        "\n"
+        + " ".join(f"{k:>6}" for k in keys)
+        + f" {'mode':>10} {'s/step':>9} {'x direct':>9} {'peak GiB':>9}"
+    )
+    for r in rows:
+        ratio = f"{r['vs_direct']:.3f}" if r["vs_direct"] else "-"
+        peak = f"{r['peak_memory_gib']:.2f}" if r["peak_memory_gib"] is not None else "-"
+        first = " ".join(f"{r[k]:>6}" for k in keys)
+        print(f"{first} {r['mode']:>10} {r['seconds_per_step']:>9.3f} {ratio:>9} {peak:>9}")
 
 
 def main() -> None:
@@ -124,18 +154,9 @@ def main() -> None:
     for item in args.sizes.split(","):
         size, runs = (int(v) for v in item.split(":"))
         for row in measure(unet, native, size, runs, modes):
-            row = {**row, **header}
-            rows.append(row)
-            line = json.dumps(row)
-            print(line, flush=True)
-            if args.out:
-                with open(args.out, "a", encoding="utf-8") as handle:
-                    handle.write(line + "\n")
-    print(f"\n{'size':>6} {'mode':>10} {'s/step':>9} {'x direct':>9} {'peak GiB':>9}")
-    for r in rows:
-        ratio = f"{r['vs_direct']:.3f}" if r["vs_direct"] else "-"
-        peak = f"{r['peak_memory_gib']:.2f}" if r["peak_memory_gib"] is not None else "-"
-        print(f"{r['size']:>6} {r['mode']:>10} {r['seconds_per_step']:>9.3f} {ratio:>9} {peak:>9}")
+            rows.append({**row, **header})
+            emit(rows[-1], args.out)
+    print_table(rows)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,12 @@ motion modules are the model's own. One JSON line per (size, mode), then a short
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import time
 
 import torch
+from sdxl_step import DTYPES, emit, print_table, synchronize, time_modes
 
 MODES = ("direct", "freescale", "fast")
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Motion adapters at the real models' sizes: AnimateDiff v1-5-2 (SD1.5) and the SDXL beta adapter.
 REAL_ADAPTERS = {
     "sd15": dict(block_out_channels=(320, 640, 1280, 1280), use_motion_mid_block=True),
@@ -74,11 +72,6 @@ def unet_kwargs(unet, batch: int, frames: int, native: int) -> dict:
     return kwargs
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def one_step(unet, native: int, family: str, kwargs: dict, latent: torch.Tensor, mode: str):
     """Seconds for one CFG-batched motion-UNet call in `mode`, and its output."""
     from freescale.method.scale_fusion import scale_fusion
@@ -101,39 +94,14 @@ def one_step(unet, native: int, family: str, kwargs: dict, latent: torch.Tensor,
 def measure(unet, native: int, family: str, size: int, frames: int, repeats: int, modes: list[str]):
     from freescale.method.random_draws import keyed_normal
 
-    device = unet.device
     kwargs = unet_kwargs(unet, 2, frames, native)
-    latent = keyed_normal((2, 4, frames, size // 8, size // 8), 0, "bench").to(device, unet.dtype)
-    cuda = device.type == "cuda"
-    times: dict[str, list[float]] = {m: [] for m in modes}
-    peaks: dict[str, int] = {}
-    finite: dict[str, bool] = {}
-    with torch.inference_mode():
-        if repeats > 1:
-            for mode in modes:
-                one_step(unet, native, family, kwargs, latent, mode)  # warm-up
-        for _ in range(max(repeats - 1, 1)):
-            for mode in modes:  # interleaved, so slow drifts hit every mode alike
-                if cuda:
-                    torch.cuda.reset_peak_memory_stats(device)
-                seconds, out = one_step(unet, native, family, kwargs, latent, mode)
-                times[mode].append(seconds)
-                finite[mode] = bool(torch.isfinite(out).all())
-                if cuda:
-                    peaks[mode] = torch.cuda.max_memory_allocated(device)
-                del out
-    direct = statistics.median(times["direct"]) if "direct" in times else None
-    rows = []
-    for mode in modes:
-        seconds = statistics.median(times[mode])
-        rows.append({
-            "bench": "video_step", "size": size, "frames": frames, "mode": mode,
-            "seconds_per_step": round(seconds, 4),
-            "vs_direct": round(seconds / direct, 3) if direct else None,
-            "timed_runs": len(times[mode]), "output_finite": finite[mode],
-            "peak_memory_gib": round(peaks[mode] / 2**30, 2) if mode in peaks else None,
-        })  # fmt: skip
-    return rows
+    latent = keyed_normal((2, 4, frames, size // 8, size // 8), 0, "bench").to(unet.device, unet.dtype)
+
+    def step(mode: str):
+        return one_step(unet, native, family, kwargs, latent, mode)
+
+    rows = time_modes(step, modes, repeats, unet.device)
+    return [{"bench": "video_step", "size": size, "frames": frames, **row} for row in rows]
 
 
 def main() -> None:
@@ -156,19 +124,9 @@ def main() -> None:
     for item in args.sizes.split(","):
         size, runs = (int(v) for v in item.split(":"))
         for row in measure(unet, native, family, size, args.frames, runs, args.modes.split(",")):
-            row = {**row, **header}
-            rows.append(row)
-            line = json.dumps(row)
-            print(line, flush=True)
-            if args.out:
-                with open(args.out, "a", encoding="utf-8") as handle:
-                    handle.write(line + "\n")
-    print(f"\n{'size':>6} {'frames':>6} {'mode':>10} {'s/step':>9} {'x direct':>9} {'peak GiB':>9}")
-    for r in rows:
-        ratio = f"{r['vs_direct']:.3f}" if r["vs_direct"] else "-"
-        peak = f"{r['peak_memory_gib']:.2f}" if r["peak_memory_gib"] is not None else "-"
-        size, frames, mode, seconds = r["size"], r["frames"], r["mode"], r["seconds_per_step"]
-        print(f"{size:>6} {frames:>6} {mode:>10} {seconds:>9.3f} {ratio:>9} {peak:>9}")
+            rows.append({**row, **header})
+            emit(rows[-1], args.out)
+    print_table(rows, ("size", "frames"))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Progress on the driver: stage k of K, step i of n, ETA; a bar on a terminal, plain lines in job logs."""
+"""Progress on the driver: stage k of K, step i of n, frames written, ETA; a bar on a terminal, plain
+lines in job logs."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import TextIO
 
 
 class Progress:
-    """Call `step(stage, num_stages, step, steps)` after each denoising step; `note(text)` for events."""
+    """Call `step(stage, num_stages, step, steps)` after each denoising step, `frame(done, total)` as a
+    clip is written, `note(text)` for events."""
 
     def __init__(self, stream: TextIO | None = None, quiet: bool = False, line_every: float = 5.0):
         self.stream = stream if stream is not None else sys.stderr
@@ -16,10 +18,13 @@ class Progress:
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.line_every = line_every
         self._stage_start = time.monotonic()
-        self._stage_key: tuple[int, int] | None = None
+        self._stage_key: tuple | None = None
         self._first_step = 0
         self._last_line = 0.0
         self._bar_open = False
+        # The last step reported, (stage, num_stages, step, steps), kept even when quiet: an interrupted
+        # render says where it stopped.
+        self.position: tuple[int, int, int, int] | None = None
 
     def note(self, text: str) -> None:
         if not self.quiet:
@@ -28,6 +33,7 @@ class Progress:
 
     def step(self, stage: int, num_stages: int, step: int, steps: int, first_step: int = 0) -> None:
         """`step` is the index just finished (0-based); `first_step` is where this stage started."""
+        self.position = (stage, num_stages, step, steps)
         if self.quiet:
             return
         now = time.monotonic()
@@ -47,6 +53,25 @@ class Progress:
             if step + 1 == steps:
                 self._end_bar()
         elif step + 1 == steps or now - self._last_line >= self.line_every or done == 1:
+            self._last_line = now
+            print(f"{label} ETA {eta}", file=self.stream, flush=True)
+
+    def frame(self, done: int, total: int) -> None:
+        """`done` of a clip's `total` frames decoded and encoded."""
+        if self.quiet:
+            return
+        now = time.monotonic()
+        if self._stage_key != ("frames", total):
+            self._stage_key, self._stage_start, self._first_step = ("frames", total), now, 0
+        eta = _clock((total - done) * (now - self._stage_start) / max(done, 1))
+        label = f"frame {done}/{total}"
+        if self.tty:
+            self.stream.write(f"\r{label} ETA {eta}   ")
+            self.stream.flush()
+            self._bar_open = True
+            if done == total:
+                self._end_bar()
+        elif done == total or now - self._last_line >= self.line_every or done == 1:
             self._last_line = now
             print(f"{label} ETA {eta}", file=self.stream, flush=True)
 

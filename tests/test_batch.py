@@ -1,5 +1,8 @@
 """`freescale batch`: warm model, outputs as they finish, reruns skip finished items, failures reported."""
 
+import os
+import re
+
 import pytest
 
 from freescale.cli import commands as cli
@@ -33,7 +36,8 @@ def test_batch_renders_reports_and_skips_on_rerun(tmp_path, capsys, load_counter
     jobs.write_text(JOBS)
     assert cli.main(["batch", str(jobs), "--quiet"]) == 1
     err = capsys.readouterr().err
-    assert "batch: 2 done, 0 skipped, 1 failed" in err and "--steps 0 must be at least 1" in err
+    # The job's key, not `freescale render`'s flag (batch has no --steps).
+    assert "batch: 2 done, 0 skipped, 1 failed" in err and "failed: steps 0 must be at least 1" in err
     assert (tmp_path / "fox.png").exists() and (tmp_path / "bird.png").exists()
     assert not (tmp_path / "bad.png").exists()
     assert len(load_counter) == 1  # one warm model for the whole batch
@@ -76,7 +80,6 @@ def test_prompts_file(tmp_path, capsys):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("jobs:\n  - {prompt: a, colour: red}\n", "batch job 0: unknown key 'colour'"),
         ("jobs:\n  - {prompt: a}\n  - {prompt: b, model: /elsewhere}\n", "must share model"),
         ("jobs: 3\n", "'jobs' must be a list"),
         ("jobs: []\n", "has no jobs"),
@@ -95,3 +98,89 @@ def test_a_stale_sidecar_is_replaced_with_its_new_image(tmp_path, capsys):
     (tmp_path / "fox.png.json").write_text('{"left": "by a crash between image and recipe"}')
     assert cli.main(["batch", str(jobs), "--quiet"]) == 0
     assert '"prompt": "a red fox"' in (tmp_path / "fox.png.json").read_text()
+
+
+# Issue 15 point 6: one bad job fails alone, outputs stay in their folder, messages name batch's flags.
+BAD_JOBS = """
+defaults: {scale: 2, steps: 2}
+jobs:
+  - {prompt: "a red fox", output: fox.png}
+  - {prompt: "numbers", output: n.png, negative_prompt: 3}
+  - {prompt: "colour", output: c.png, colour: red}
+  - {prompt: "nul \\0 byte", output: nul.png}
+  - {prompt: "again", output: fox.png}
+  - {prompt: "up", output: ../../up.png}
+  - {prompt: "absolute", output: OUTSIDE}
+  - {prompt: "raises", output: raises.png}
+  - {prompt: "a blue bird", output: bird.png, seed: 4}
+"""
+
+
+def batch_flags() -> set[str]:
+    from freescale.cli.commands import build_parser
+
+    batch = build_parser()._subparsers._group_actions[0].choices["batch"]
+    return {flag for action in batch._actions for flag in action.option_strings}
+
+
+def test_bad_jobs_fail_alone_and_the_others_render(tmp_path, capsys, monkeypatch):
+    from freescale.rendering import renderer as driver
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    jobs = folder / "jobs.yaml"
+    jobs.write_text(BAD_JOBS.replace("OUTSIDE", str(outside / "abs.png")))
+    real, rendered = driver.Renderer.render_to_files, []
+
+    def render_or_raise(self, config):
+        rendered.append(os.path.basename(config.output))
+        if config.output.endswith("raises.png"):
+            raise ZeroDivisionError("not a known kind of failure")
+        return real(self, config)
+
+    monkeypatch.setattr(driver.Renderer, "render_to_files", render_or_raise)
+    assert cli.main(["batch", str(jobs), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "batch: 2 done, 0 skipped, 7 failed" in err, err
+    assert rendered == ["fox.png", "raises.png", "bird.png"]  # the duplicate is refused before rendering
+    lines = {line.split(")", 1)[0].split("(")[-1]: line for line in err.splitlines()[1:]}
+    expected = {
+        "n.png": "negative_prompt is 3 (int); expected text",
+        "c.png": "unknown key 'colour'",
+        "nul.png": "prompt contains a NUL byte",
+        "fox.png": "is also job 0's",
+        "up.png": "--allow-outside",
+        "abs.png": "--allow-outside",
+        "raises.png": "ZeroDivisionError: not a known kind of failure",
+    }
+    for output, message in expected.items():
+        line = next(text for name, text in lines.items() if name.endswith(output))
+        assert message in line, line
+    assert (folder / "fox.png").exists() and (folder / "bird.png").exists()
+    assert not (tmp_path / "up.png").exists() and not (outside / "abs.png").exists()
+    # Every flag a message names is one `freescale batch` has.
+    assert set(re.findall(r"--[a-z][a-z-]*", err)) <= batch_flags()
+
+
+def test_allow_outside_lets_a_job_write_elsewhere(tmp_path, capsys):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    jobs = folder / "jobs.yaml"
+    jobs.write_text(f'jobs:\n  - {{prompt: "up", output: {outside / "abs.png"}, scale: 2, steps: 2}}\n')
+    assert cli.main(["batch", str(jobs), "--quiet"]) == 1
+    assert cli.main(["batch", str(jobs), "--quiet", "--allow-outside"]) == 0
+    assert (outside / "abs.png").exists()
+
+
+def test_one_invalid_utf8_line_of_a_prompts_file_fails_alone(tmp_path):
+    from freescale.rendering.batch import load_jobs, plan_items
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_bytes(b"a red fox\ncaf\xe9 au lait\na blue bird\n")
+    items = plan_items(load_jobs(str(prompts)), 128)
+    assert [item.status for item in items] == ["pending", "failed", "pending"]
+    assert "prompt is not valid UTF-8 (byte 0xe9" in items[1].message

@@ -90,13 +90,17 @@ def test_sd2_is_told_from_sd1_by_its_text_width(tmp_path):
         tmp_path / "sd21_text", "StableDiffusionPipeline", {"text_encoder": {"hidden_size": 1024}}
     )
     _write_pipeline_dir(tmp_path / "sd15", "StableDiffusionPipeline", {"unet": {"cross_attention_dim": 768}})
+    # Sources made by hand: these directories hold only what family detection reads (resolve_model_source
+    # would refuse them for their missing components and weights).
     for name, family in (("sd21", "sd21"), ("sd21_text", "sd21"), ("sd15", "sd15")):
-        assert family_of_source(resolve_model_source(str(tmp_path / name))).name == family
+        source = ModelSource(kind="directory", path=str(tmp_path / name), config_dir=None)
+        assert family_of_source(source).name == family
     sd2_file = tmp_path / "sd21" / "v2.safetensors"
     _write_header_only(
         sd2_file, ["model.diffusion_model.out.2.weight", "cond_stage_model.model.ln_final.weight"]
     )
-    assert family_of_source(resolve_model_source(str(sd2_file))).name == "sd21"
+    single = ModelSource(kind="single_file", path=str(sd2_file), config_dir=str(tmp_path / "sd21"))
+    assert family_of_source(single).name == "sd21"
 
 
 def test_unsupported_models_name_the_families(tmp_path, saved):

@@ -24,6 +24,11 @@ TODAYS_FIELDS = {
     "image": None, "mask": None, "output": "freescale.png", "save_stages": False, "overwrite": False,
     "bit_depth": 8, "dpi": None, "pyramid": False, "device": None, "dtype": None,
 }  # fmt: skip
+# Fields added since, each with a default, so that older recipes and checkpoints still load.
+TODAYS_FIELDS.update({
+    "allow_pickle": False, "motion_adapter": None, "frames": None, "fps": None, "input": None,
+    "upsample": "latent", "codec": None, "crf": None, "frame_size": None,
+})  # fmt: skip
 OUTPUT_KEYS = {"output", "overwrite", "save_stages", "bit_depth", "dpi", "pyramid"}
 
 
@@ -49,8 +54,10 @@ def test_render_config_fields_are_the_definitions_and_todays():
 
 
 def test_key_lists_are_derived_from_the_sections():
-    settings = set(TODAYS_FIELDS) - {"native_size"} | {"size", "scale", "stage_rule"}
-    assert presets.PRESET_KEYS == settings - {"overwrite"} == options.preset_keys()
+    settings = set(TODAYS_FIELDS) - {"native_size", "frame_size"}
+    settings |= {"size", "scale", "stage_rule", "strength"}
+    # Neither a preset nor a recipe from someone else may turn on pickle loading.
+    assert presets.PRESET_KEYS == settings - {"overwrite", "allow_pickle"} == options.preset_keys()
     assert render_config.PRESET_KEYS is presets.PRESET_KEYS
     assert set(render_options.RENDER_KEYS) == settings
     assert set(render_options.RESUME_KEYS) == OUTPUT_KEYS
@@ -58,19 +65,25 @@ def test_key_lists_are_derived_from_the_sections():
     from freescale.rendering.batch import MODEL_KEYS
 
     assert set(_OUTPUT_FIELDS) == OUTPUT_KEYS
-    assert MODEL_KEYS == ("model", "model_config", "device", "dtype") == options.section_keys("model")
+    assert MODEL_KEYS == ("model", "model_config", "device", "dtype", "allow_pickle")
+    assert MODEL_KEYS == options.section_keys("model")
     assert set(options.number_fields()) == {
         "steps", "seed", "dilate_tau", "bit_depth", "dpi", "guidance", "cosine_scale", "cosine_scale_bg",
-        "restart",
+        "restart", "frames", "fps", "crf",
     }  # fmt: skip
 
 
 def test_render_flags_are_the_definitions():
     parser = cli.build_parser()
-    render = parser._subparsers._group_actions[0].choices["render"]
-    expected = {flag for o in options.all_options() for flag in o.cli_flags if flag.startswith("-")}
-    expected |= {o.off_flag[0] for o in options.all_options() if o.off_flag}
-    assert flags_of(render) == expected
+    commands = parser._subparsers._group_actions[0].choices
+    render, video = commands["render"], commands["video"]
+    everything = {flag for o in options.all_options() for flag in o.cli_flags if flag.startswith("-")}
+    everything |= {o.off_flag[0] for o in options.all_options() if o.off_flag}
+    video_flags = {flag for o in options.section("video").options for flag in o.cli_flags}
+    assert video_flags == {"--motion-adapter", "--frames", "--fps", "--input", "--strength", "--upsample",
+                           "--codec", "--crf"}  # fmt: skip
+    expected = everything - video_flags
+    assert flags_of(render) == expected and flags_of(video) == everything
     assert expected >= {
         "--model", "--model-config", "--device", "--dtype", "--size", "--scale", "--stages", "--stage-rule",
         "--steps", "--guidance", "--seed", "--negative-prompt", "--cosine-scale", "--cosine-scale-bg",
@@ -127,24 +140,25 @@ def test_plan_flags_mirror_the_render_options():
 
 
 def test_a_new_option_reaches_presets_the_cli_and_render_config():
-    frames = Option("frames", "frames of a video", type=int, default=16)
-    window = Option("window", "frames per motion window", type=int, default=16, preset=False)
-    video = Section("video", "video", (frames, window))
-    sections = SECTIONS + (video,)
-    assert {"frames"} <= options.preset_keys(sections) and "window" not in options.preset_keys(sections)
-    assert options.section_keys("video", sections) == ("frames", "window")
-    assert options.number_fields(sections)["frames"] is int
+    window = Option("window", "frames per motion window", type=int, default=16)
+    stride = Option("window_stride", "frames between windows", type=int, default=4, preset=False)
+    temporal = Section("temporal", "temporal windows", (window, stride))
+    sections = SECTIONS + (temporal,)
+    assert "window" in options.preset_keys(sections)
+    assert "window_stride" not in options.preset_keys(sections)
+    assert options.section_keys("temporal", sections) == ("window", "window_stride")
+    assert options.number_fields(sections)["window"] is int
     parser = render_parser(sections)
-    assert {"--frames", "--window"} <= flags_of(parser)
-    assert parser.parse_args(["x", "--frames", "24"]).frames == 24 and parser.parse_args(["x"]).frames is None
+    assert {"--window", "--window-stride"} <= flags_of(parser)
+    assert parser.parse_args(["x", "--window", "24"]).window == 24 and parser.parse_args(["x"]).window is None
     cls = render_config.config_class(sections)
-    config = cls(prompt="a fox", stages=((128, 128),), native_size=128, frames=24)
-    assert config.frames == 24 and cls(prompt="a", stages=((128, 128),), native_size=128).window == 16
+    config = cls(prompt="a fox", stages=((128, 128),), native_size=128, window=24)
+    assert config.window == 24 and cls(prompt="a", stages=((128, 128),), native_size=128).window_stride == 4
     # A command option is a flag only: not a preset key, not a field.
-    sections = SECTIONS + (Section("video", "video", (Option("fps", "frames per second", role=COMMAND),)),)
-    assert "fps" not in options.preset_keys(sections)
-    assert "fps" not in [o.name for o in options.field_options(sections)]
-    assert "--fps" in flags_of(render_parser(sections))
+    sections = SECTIONS + (Section("temporal", "t", (Option("keyframes", "every Nth frame", role=COMMAND),)),)
+    assert "keyframes" not in options.preset_keys(sections)
+    assert "keyframes" not in [o.name for o in options.field_options(sections)]
+    assert "--keyframes" in flags_of(render_parser(sections))
 
 
 def test_band_geometry_comes_from_the_model(tmp_path):

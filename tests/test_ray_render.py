@@ -59,3 +59,15 @@ def test_dead_worker_fails_the_render_by_name(tmp_path, monkeypatch):
     assert "worker rank 1" in str(info.value) and "died" in str(info.value)
     assert not ray.is_initialized()
     assert not (tmp_path / "o.png").exists()
+
+
+def test_a_video_on_two_ray_workers_is_the_one_rank_video(tmp_path):
+    from freescale.inputs.video_reader import iter_frames, read_video_info
+
+    args = ["video", "a koi pond", "--frames", "2", "--steps", "3", "--seed", "3", "--quiet"]
+    one, two = str(tmp_path / "one.mkv"), str(tmp_path / "two.mkv")
+    assert cli.main([*args, "-o", one]) == 0
+    assert cli.main([*args, "-o", two, "--workers", "2"]) == 0
+    a, b = ([f.pixels.astype(int) for f in iter_frames(read_video_info(p))] for p in (one, two))
+    assert len(a) == len(b) == 2 and a[0].shape == (256, 256, 3)
+    assert max(np.abs(x - y).max() for x, y in zip(a, b, strict=True)) <= 1

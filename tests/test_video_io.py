@@ -11,11 +11,11 @@ import pytest
 import tifffile
 from PIL import Image
 
+from freescale.config.video_outputs import check_video_output
 from freescale.errors import ConfigError
+from freescale.inputs.video_info import ColourInfo
+from freescale.inputs.video_reader import iter_frames, read_recipe, read_video_info
 from freescale.outputs.video.audio_remux import check_audio_fits
-from freescale.outputs.video.output_checks import check_video_output
-from freescale.outputs.video.video_info import ColourInfo
-from freescale.outputs.video.video_reader import iter_frames, read_recipe, read_video_info
 from freescale.outputs.video.video_writer import StreamTags, VideoTiming, frames_at_fps, write_video
 
 W, H = 64, 48

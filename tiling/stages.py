@@ -32,3 +32,35 @@ def stages_for_target(target: Size, native: int, rule: str) -> tuple[Size, ...]:
             factor *= 2
     stages.append(target)
     return tuple(stages)
+
+
+def round_up(length: int, multiple: int = 64) -> int:
+    """The smallest multiple of `multiple` that is >= length."""
+    return -(-length // multiple) * multiple
+
+
+def input_stages(input_size: Size, target: Size, rule: str) -> tuple[Size, ...]:
+    """Stages of an upscale of an input of `input_size` to `target` (both (h, w)).
+
+    The base is the input padded up to multiples of 64 (what the UNets take). The last stage is the
+    smallest 64-multiple whose part covering the input (the same fraction of it as in the base) is at least
+    `target`: for a whole --scale N it is N times the base, and that part is exactly the target.
+    'double' puts base x2, x4 ... in between; 'direct' goes there at once.
+    """
+    base = (round_up(input_size[0]), round_up(input_size[1]))
+    last = tuple(max(round_up(-(-t * b // i)), b) for t, b, i in zip(target, base, input_size, strict=True))
+    stages = [base]
+    if rule == "double":
+        factor = 2
+        while base[0] * factor < last[0] and base[1] * factor < last[1]:
+            stages.append((base[0] * factor, base[1] * factor))
+            factor *= 2
+    if tuple(last) != base:
+        stages.append(tuple(last))
+    return tuple(stages)
+
+
+def input_part(input_size: Size, base: Size, stage: Size) -> Size:
+    """The rows and columns of `stage` (from the top left) that show the input, the rest being the base's
+    padding scaled up with it."""
+    return (input_size[0] * stage[0] // base[0], input_size[1] * stage[1] // base[1])

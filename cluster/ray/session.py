@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 
 
 class RaySession:
@@ -21,8 +23,15 @@ class RaySession:
             return
         # An embedded Ray we start must not phone home; a joined cluster keeps its own setting.
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        # Ray's driver replaces the SIGTERM handler (with sys.exit, then a C++ crash handler that aborts):
+        # a handler the command installed (to clean up and exit 143) is put back.
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         # Ray's own INFO/WARNING lines would drown the progress display; errors still show.
         ray.init(address=self.address, ignore_reinit_error=True, logging_level=logging.ERROR)
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in handlers.items():
+                if callable(handler):
+                    signal.signal(signum, handler)
         self.started = True
 
     def gpus(self) -> int:

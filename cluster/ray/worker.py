@@ -35,6 +35,7 @@ class RenderWorker:
         model_config: str | None,
         device: str | None,
         dtype: str | None,
+        allow_pickle: bool = False,
     ) -> str:
         """Join the process group, then load the model once; returns the backend in use."""
         backend = backend or process_group.default_backend()
@@ -47,7 +48,8 @@ class RenderWorker:
             # Imported here so pools without a model skip the diffusers import (seconds per process).
             from freescale.models.loading import load_model, resolve_model_source
 
-            loaded = load_model(resolve_model_source(model, model_config), device=device, dtype=dtype)
+            source = resolve_model_source(model, model_config, allow_pickle)
+            loaded = load_model(source, device=device, dtype=dtype)
         torch_device = loaded.device if loaded is not None else torch.device(device)
         self._state = RankState(rank=rank, world=world, group=group, model=loaded, device=torch_device)
         return backend

@@ -25,6 +25,7 @@ _ACTOR_DEATH = (RayActorError, WorkerCrashedError, NodeDiedError, OutOfMemoryErr
 # within about a second, and that report, not the survivors' broken collectives, names the culprit.
 _GRACE_S = 5.0
 _SHUTDOWN_WAIT_S = 10.0
+_READ_WAIT_S = 1.0
 _MAX_CAUSE_CHARS = 300
 _COLLECTIVE_FAILURE_TEXT = ("connection closed by peer", "connection reset by peer", "timed out", "timeout")
 
@@ -37,6 +38,7 @@ class WorkerLost(RuntimeError):
         self.rank = rank
         self.node = node
         self.pid = pid
+        self.retries: int | None = None  # set by a retry loop that gave up: how many fresh pools it tried
 
 
 def _summary(exc: BaseException) -> str:
@@ -68,6 +70,7 @@ class WorkerPool:
         timeout_s: float = 600,
         cpus_per_worker: float = 1,
         start_timeout_s: float = 600,
+        allow_pickle: bool = False,
     ) -> None:
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
             raise ConfigError(f"num_workers must be an integer >= 1, got {num_workers!r}")
@@ -84,6 +87,7 @@ class WorkerPool:
         self.model_config = model_config
         self.device = device
         self.dtype = dtype
+        self.allow_pickle = allow_pickle  # the workers may load pickled weights (--allow-pickle)
         self.use_gpu = use_gpu
         self.strategy = strategy
         self.address = address
@@ -97,6 +101,9 @@ class WorkerPool:
         self._pids: list[int] = []
         self._nodes: list[str] = []
         self._broken = False
+        # Calls a failed or interrupted gather left unread: read in `shutdown`, so that Ray does not print
+        # their errors (the survivors' broken collectives, after the culprit is named) as "Unhandled".
+        self._unread: list[Any] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -161,6 +168,7 @@ class WorkerPool:
                 self.model_config,
                 self.device,
                 self.dtype,
+                self.allow_pickle,
             )
             for rank, a in enumerate(self._actors)
         ]
@@ -193,7 +201,7 @@ class WorkerPool:
             self.world, model=self.model, model_config=self.model_config, device=self.device,
             dtype=self.dtype, use_gpu=self.use_gpu, strategy=self.strategy, address=self.address,
             timeout_s=self.timeout_s, cpus_per_worker=self.cpus_per_worker,
-            start_timeout_s=self.start_timeout_s,
+            start_timeout_s=self.start_timeout_s, allow_pickle=self.allow_pickle,
         )  # fmt: skip
         fresh._started_ray = owned
         try:
@@ -219,7 +227,11 @@ class WorkerPool:
                 pass
         if actors:
             # ray.kill returns before the actors are gone; a call on a killed actor fails once it is dead.
-            ray.wait([a.ping.remote() for a in actors], num_returns=len(actors), timeout=_SHUTDOWN_WAIT_S)
+            pings = [a.ping.remote() for a in actors]
+            ray.wait(pings, num_returns=len(pings), timeout=_SHUTDOWN_WAIT_S)
+            self._unread += pings
+        unread, self._unread = self._unread, []
+        _read_quietly(unread)
         if self._pg is not None:
             try:
                 ray.util.remove_placement_group(self._pg)
@@ -279,7 +291,16 @@ class WorkerPool:
         return self._gather([self._actors[rank].run.remote(fn, *args)], [rank])[0]
 
     def _gather(self, refs: list[Any], ranks: list[int] | None = None) -> list[Any]:
-        """Wait for one call per rank; on failure prefer naming the rank whose actor died."""
+        """Wait for one call per rank; on failure prefer naming the rank whose actor died. A gather that
+        does not return (a failure, or an interruption while waiting) leaves the pool unusable."""
+        try:
+            return self._gather_all(refs, ranks)
+        except BaseException:
+            self._broken = True  # some calls may still run: shutdown must not wait for them
+            self._unread += refs
+            raise
+
+    def _gather_all(self, refs: list[Any], ranks: list[int] | None) -> list[Any]:
         ranks = ranks if ranks is not None else list(range(len(refs)))
         rank_of = dict(zip(refs, ranks, strict=True))
         index_of = {ref: i for i, ref in enumerate(refs)}
@@ -314,6 +335,19 @@ class WorkerPool:
                 stuck, self._nodes[stuck], self._pids[stuck], f"rank {rank}: {_summary(exc)}", "hung"
             ) from exc
         raise exc
+
+
+def _read_quietly(refs: list[Any]) -> None:
+    """Read the calls that ended, discarding their results and errors. Called once the actors are dead,
+    when every call of theirs has ended: the short wait only bounds a node that stopped answering."""
+    if not refs:
+        return
+    done, _ = ray.wait(refs, num_returns=len(refs), timeout=_READ_WAIT_S)
+    for ref in done:
+        try:
+            ray.get(ref, timeout=0)
+        except Exception:
+            pass
 
 
 def _is_collective_failure(exc: BaseException) -> bool:

@@ -21,9 +21,10 @@ class CfgSplit:
 
     def swap(self, mine: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(unconditional, conditional) predictions for this band, the same tensors on both partners."""
+        mine = mine.contiguous()  # a motion UNet returns a permuted view; empty_like would keep its strides
         theirs = torch.empty_like(mine)
         started = time.perf_counter()
-        ops = [dist.P2POp(dist.isend, mine.contiguous(), self.partner),
+        ops = [dist.P2POp(dist.isend, mine, self.partner),
                dist.P2POp(dist.irecv, theirs, self.partner)]  # fmt: skip
         for request in dist.batch_isend_irecv(ops):
             request.wait()

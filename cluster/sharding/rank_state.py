@@ -22,3 +22,5 @@ class RankState:
     device: torch.device
     progress: Any = None  # a freescale.progress.Progress for rank 0's steps; None: plain lines on rank 0
     held: dict = field(default_factory=dict)  # results kept for the driver to fetch piece by piece
+    # The motion UNet of the last video render, kept warm for the next: (adapter value, UNetMotionModel).
+    motion_unet: tuple[str, Any] | None = None

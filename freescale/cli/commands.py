@@ -1,15 +1,17 @@
-"""The `freescale` command: render, batch, plan, make-test-model. Bad input exits with code 2 before any
-loading."""
+"""The `freescale` command: render, video, batch, plan, make-test-model. Bad input exits with code 2
+before any loading."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from freescale.cli.model_commands import builtin_families, cmd_make_test_model
+from freescale.cli import interrupts
+from freescale.cli.model_commands import builtin_families, cmd_make_test_clip, cmd_make_test_model
 from freescale.cli.plan_command import cmd_plan
 from freescale.cli.render_command import cmd_batch, cmd_render
 from freescale.cli.render_options import add_cluster_options, add_options, add_render_options
+from freescale.config.options import command_sections
 from freescale.errors import ConfigError
 
 
@@ -21,9 +23,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="render an image",
         description="Render one image with "
         "FreeScale. Every option falls back to the preset, then to its default.",
+        epilog=interrupts.EXIT_CODES,
+        formatter_class=interrupts.ExitCodesFormatter,
     )
-    add_render_options(render)
+    add_render_options(render, command_sections("render"))
     render.set_defaults(run=cmd_render)
+    video = commands.add_parser(
+        "video",
+        help="render or upscale a video",
+        description="Text-to-video with an AnimateDiff motion adapter, or with --input CLIP video-to-video "
+        "upscaling (the clip replaces the base stage). Every option falls back to the preset, then to its "
+        "default.",
+        epilog=interrupts.EXIT_CODES,
+        formatter_class=interrupts.ExitCodesFormatter,
+    )
+    add_render_options(video, command_sections("video"))
+    video.set_defaults(run=cmd_render)
     plan = commands.add_parser(
         "plan",
         help="predict a render's time, memory and sharding without rendering",
@@ -70,16 +85,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the family's tiny AnimateDiff motion adapter to DIRECTORY/motion_adapter",
     )
     make.set_defaults(run=cmd_make_test_model)
+    clip = commands.add_parser(
+        "make-test-clip", help="write a short clip (a pan with a tone) to try video-to-video on"
+    )
+    clip.add_argument("path", help="the clip to write: .mp4, .mov or .mkv")
+    clip.add_argument("--size", default="64x48", help="WIDTHxHEIGHT, even sides (default: 64x48)")
+    clip.add_argument("--frames", type=int, default=8, help="(default: 8)")
+    clip.add_argument("--fps", type=float, default=8.0, help="(default: 8)")
+    clip.add_argument("--no-audio", action="store_true", help="no audio stream (default: an AAC tone)")
+    clip.set_defaults(run=cmd_make_test_clip)
     batch = commands.add_parser(
         "batch",
         help="many renders with the model kept warm",
         description="Render every job of a YAML file ({defaults: {...}, preset: NAME, jobs: [{prompt: ..., "
         "output: ...}, ...]}) or of a prompts file (one prompt per line). Finished outputs are skipped, "
         "so a rerun completes a batch; a failed job is reported and the others go on.",
+        epilog=interrupts.EXIT_CODES,
+        formatter_class=interrupts.ExitCodesFormatter,
     )
     batch.add_argument("jobs", help="a .yaml/.yml jobs file or a text file of prompts")
     batch.add_argument("--output-dir", help="where relative outputs go (default: the jobs file's directory)")
     batch.add_argument("--quiet", action="store_true", help="no progress output")
+    batch.add_argument(
+        "--allow-outside", action="store_true",
+        help="let jobs write outputs outside --output-dir (or the jobs file's folder)",
+    )  # fmt: skip
+    batch.add_argument(
+        "--allow-pickle", action="store_true",
+        help="also load pickled model weights (.bin, .ckpt, .pt: loading one can run code it carries)",
+    )  # fmt: skip
     add_cluster_options(batch)
     batch.set_defaults(run=cmd_batch)
     return parser
@@ -88,7 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        with interrupts.handled_signals():
+            return args.run(args)
+    except KeyboardInterrupt as exc:  # SIGINT or SIGTERM, after every cleanup ran
+        print(interrupts.interrupted_line(exc, args.command), file=sys.stderr)
+        return interrupts.exit_code(exc)
     except (ConfigError, NotImplementedError) as exc:  # bad input, or a documented unsupported case
         print(f"freescale: error: {exc}", file=sys.stderr)
         return 2
@@ -97,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if not isinstance(exc, WorkerLost):
             raise
-        print(f"freescale: error: {exc}", file=sys.stderr)
+        checkpoints = getattr(args, "resume", None) or getattr(args, "checkpoint_dir", None)
+        print(interrupts.worker_lost_line(exc, args.command, checkpoints), file=sys.stderr)
         return 1
 
 

@@ -1,5 +1,5 @@
-"""`freescale make-test-model`: save a built-in tiny model (SDXL or SD1.5) to disk, as a user's model
-would be."""
+"""`freescale make-test-model` and `make-test-clip`: save a built-in tiny model (SDXL or SD1.5) to disk, as
+a user's model would be, and make a clip with known motion to upscale."""
 
 from __future__ import annotations
 
@@ -29,4 +29,14 @@ def cmd_make_test_model(args: argparse.Namespace) -> int:
     )
     extra = " and its motion adapter" if args.motion else ""
     print(f"wrote the built-in {args.family} test model{extra} to {args.directory}")
+    return 0
+
+
+def cmd_make_test_clip(args: argparse.Namespace) -> int:
+    from freescale.config.parsing import parse_size
+    from freescale.outputs.video.synthetic_clips import write_pan_clip
+
+    height, width = parse_size(args.size)
+    write_pan_clip(args.path, width, height, args.frames, args.fps, audio=not args.no_audio)
+    print(f"wrote a {width}x{height} clip of {args.frames} frames to {args.path}")
     return 0

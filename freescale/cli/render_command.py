@@ -1,5 +1,5 @@
-"""`freescale render` and `freescale batch`: validate everything, then render in this process or on
-Ray workers."""
+"""`freescale render`, `freescale video` and `freescale batch`: validate everything, then render in this
+process or on Ray workers."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 import sys
 import time
 
+from freescale.cli.interrupts import reporting_interruption
 from freescale.cli.render_options import config_from_args
 from freescale.cluster.ray.session import RaySession
 from freescale.errors import ConfigError
@@ -54,7 +55,20 @@ def preflight_render(config, placement, session: RaySession) -> None:
     preflight(plan, found.memory_bytes, available_workers=found.devices)
 
 
+def check_clip_output(config) -> None:
+    """A video's output before any model loads: every frame file of a pattern free, and the input's audio
+    able to go into the container."""
+    from freescale.config.video_outputs import check_video_output
+    from freescale.inputs.video_reader import read_video_info
+    from freescale.outputs.video.audio_remux import check_audio_fits
+
+    check_video_output(config.output, config.codec, config.bit_depth, config.overwrite, config.frames)
+    if config.input is not None:
+        check_audio_fits(read_video_info(config.input), config.output)
+
+
 def cmd_render(args: argparse.Namespace) -> int:
+    """`freescale render` and `freescale video` (the config says which)."""
     from freescale.config.render_config import check_outputs_free
     from freescale.outputs.checkpoints import CheckpointDir
     from freescale.outputs.image_output import stage_path
@@ -68,6 +82,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     check_outputs_free(
         config, [stage_path(config.output, s, config.stages[s]) for s in output_stages(config) if s != last]
     )
+    if config.is_video:
+        check_clip_output(config)
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers {args.workers} must be at least 1")
     if args.max_retries < 0:
@@ -85,7 +101,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         started = time.monotonic()
         stages = " -> ".join(f"{w}x{h}" for h, w in config.stages)
         progress.note(f"model {config.model}; stages {stages}; {workers} worker(s)")
-        written = render_to_files(config, placement, progress, checkpoints)
+        with reporting_interruption(progress, checkpoints):
+            written = render_to_files(config, placement, progress, checkpoints)
         progress.note(f"done in {time.monotonic() - started:.1f}s: {', '.join(written)}")
     return 0
 
@@ -95,14 +112,16 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from freescale.models.loading import resolve_model_source
     from freescale.models.native_resolution import native_size_of
     from freescale.progress import Progress
-    from freescale.rendering.batch import load_jobs, plan_items, run_items, summary
+    from freescale.rendering.batch import load_jobs, output_root, plan_items, run_items, summary
     from freescale.rendering.renderer import Placement
 
     jobs = load_jobs(args.jobs, args.output_dir)
     if not jobs:
         raise ConfigError(f"batch file {args.jobs} has no jobs")
-    source = resolve_model_source(jobs[0].get("model", "tiny"), jobs[0].get("model_config"))
-    items = plan_items(jobs, native_size_of(source), family_of_source(source))
+    model = (jobs[0].get("model", "tiny"), jobs[0].get("model_config"))
+    source = resolve_model_source(*model, args.allow_pickle)
+    root = None if args.allow_outside else output_root(args.jobs, args.output_dir)
+    items = plan_items(jobs, native_size_of(source), family_of_source(source), root, args.allow_pickle)
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers {args.workers} must be at least 1")
     if args.max_retries < 0:

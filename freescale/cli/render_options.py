@@ -98,14 +98,32 @@ def _flag(name: str) -> str:
 def _resume_values(args: argparse.Namespace) -> dict:
     from freescale.outputs.checkpoints import resume_values
 
-    others = [k for k in RENDER_KEYS if getattr(args, k) is not None and k not in RESUME_KEYS]
+    given = (*RESUME_KEYS, "allow_pickle")
+    others = [k for k in RENDER_KEYS if getattr(args, k, None) is not None and k not in given]
     others += [k for k in _NOT_WITH_RESUME if getattr(args, k) is not None]
     if others:
         raise ConfigError(f"--resume takes the render's settings from {args.resume}; drop "
                           f"{', '.join(_flag(k) for k in others)}")  # fmt: skip
     values = resume_values(args.resume)
-    values.update({k: getattr(args, k) for k in RESUME_KEYS if getattr(args, k) is not None})
+    # Trust in pickled weights is never taken from a file (a checkpoint may come from someone else).
+    values.pop("allow_pickle", None)
+    values.update({k: getattr(args, k) for k in given if getattr(args, k) is not None})
     return values
+
+
+def _check_command(values: dict, command: str, source) -> None:
+    """`freescale video` renders with a motion adapter (the built-in one for a built-in model);
+    `freescale render` refuses a video's settings (a video recipe, say)."""
+    from freescale.models.motion_adapter import TINY_MOTION_ADAPTER
+
+    if command == "video" and values.get("motion_adapter") is None:
+        if source.kind != "tiny":
+            raise ConfigError("--motion-adapter is needed: a MotionAdapter directory or .safetensors file")
+        values["motion_adapter"] = TINY_MOTION_ADAPTER
+    if command == "render" and values.get("motion_adapter") is not None:
+        raise ConfigError(
+            "these settings are a video's (--motion-adapter); render them with `freescale video`"
+        )
 
 
 def config_from_args(args: argparse.Namespace):
@@ -120,6 +138,9 @@ def config_from_args(args: argparse.Namespace):
     else:
         values = load_recipe(args.from_recipe) if args.from_recipe else {}
         values.update(load_preset(args.preset) if args.preset else {})
-        values.update({k: getattr(args, k) for k in RENDER_KEYS if getattr(args, k) is not None})
-    source = resolve_model_source(values.get("model", "tiny"), values.get("model_config"))
+        values.update({k: getattr(args, k) for k in RENDER_KEYS if getattr(args, k, None) is not None})
+    source = resolve_model_source(
+        values.get("model", "tiny"), values.get("model_config"), bool(values.get("allow_pickle"))
+    )
+    _check_command(values, getattr(args, "command", "render"), source)
     return build_config(values, native_size_of(source), family=family_of_source(source)), source

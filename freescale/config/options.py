@@ -18,6 +18,10 @@ STAGE_RULES = ("double", "direct")
 BLUR_MODES = ("3d", "2d")
 DTYPES = ("fp32", "fp16", "bf16")
 STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+UPSAMPLE_MODES = ("latent", "rgb")
+VIDEO_CODECS = ("h264", "h265", "prores", "prores4444", "ffv1")
+DEFAULT_FRAMES = 16  # AnimateDiff's training length
+DEFAULT_FPS = 8.0  # AnimateDiff pipelines' usual export rate
 
 REQUIRED = object()  # the default of a RenderConfig field that has none
 # Where an option's value goes.
@@ -76,6 +80,7 @@ class Section:
     name: str
     title: str | None  # the CLI's option group; None: the command's own arguments
     options: tuple[Option, ...]
+    commands: tuple[str, ...] = ("render", "video")  # the commands that show these flags
 
 
 def _families_freeu() -> str:
@@ -97,6 +102,9 @@ SECTIONS: tuple[Section, ...] = (
                "configs and tokenizers", default_help="the file's own directory"),
         Option("device", "cpu, cuda, cuda:1 ...", default_help="cuda if available, else cpu"),
         Option("dtype", "", choices=DTYPES, default_help="fp16 on GPU, fp32 on CPU"),
+        Option("allow_pickle", "also load pickled weights (.bin, .ckpt, .pt: loading one can run code it "
+               "carries); without it only .safetensors load", type=bool, default=False, switch=True,
+               preset=False, default_help=""),
     )),
     Section("size", "size", (
         Option("size", "final size WIDTHxHEIGHT, a whole multiple of the native resolution", field=False,
@@ -154,6 +162,30 @@ SECTIONS: tuple[Section, ...] = (
         Option("resume", "continue the render whose checkpoints are in DIR, with its settings; only output "
                "and cluster options may be given", role=COMMAND, metavar="DIR", default_help=""),
     )),
+    Section("video", "video (freescale video)", (
+        Option("motion_adapter", "AnimateDiff motion adapter: 'tiny' (built in, for the built-in models), a "
+               "diffusers MotionAdapter directory or a .safetensors file",
+               default_help="'tiny' with a built-in model; needed otherwise"),
+        Option("frames", "frames of a text-to-video clip, at most the motion module's window", type=int,
+               default_help=f"{DEFAULT_FRAMES}; with --input, the input's"),
+        Option("fps", "frame rate of a text-to-video clip", type=float,
+               default_help=f"{DEFAULT_FPS:g}; with --input, the input's frame timing"),
+        Option("input", "video-to-video: upscale this clip (any format FFmpeg reads); it replaces the base "
+               "stage, --scale and --size then mean the output's size, and frame timing and audio are the "
+               "clip's", metavar="CLIP"),
+        Option("strength", "how far the upper stages restart from noise, 0 < S <= 1: lower stays closer to "
+               "the input (sets --restart to 1 - S)", type=float, field=False,
+               default_help=f"1 - --restart ({1 - 0.3:g})"),
+        Option("upsample", "between stages: resize each frame's latents, or decode, resize and encode it",
+               default="latent", choices=UPSAMPLE_MODES),
+        Option("codec", "the output's codec: h264 or h265 for .mp4, prores or prores4444 for .mov, ffv1 for "
+               ".mkv", choices=VIDEO_CODECS, default_help="the container's first"),
+        Option("crf", "H.264/H.265 quality (lower is better)", type=int, default_help="18 for H.264, 20 for "
+               "H.265"),
+        Option("frame_size", "the output frames' size: the last stage's, or with --input the clip's times "
+               "--scale or --size (the padded stage cropped back)", default=None, role=DERIVED, flags=(),
+               annotation=tuple[int, int] | None),
+    ), commands=("video",)),
     Section("cluster", "cluster (Ray)", (
         Option("workers", "ranks to shard each upper stage over; 1 renders in this process", type=int,
                role=COMMAND, default_help="every GPU Ray sees, else 1"),
@@ -169,6 +201,11 @@ SECTIONS: tuple[Section, ...] = (
                role=COMMAND),
     )),
 )  # fmt: skip
+
+
+def command_sections(command: str, sections: tuple[Section, ...] = SECTIONS) -> tuple[Section, ...]:
+    """The sections whose flags a command shows (`render` leaves out the video options)."""
+    return tuple(s for s in sections if command in s.commands)
 
 
 def section(name: str) -> Section:

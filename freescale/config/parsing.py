@@ -49,6 +49,17 @@ def parse_freeu(value: Any, default: FreeU = FREEU_DEFAULT) -> FreeU | None:
     return numbers
 
 
+def target_size(size: Any, scale: Any, unit: Size) -> Size:
+    """The final size (h, w): --size, else --scale (default 2) times `unit` (the native size, or an input
+    clip's size)."""
+    if size is not None:
+        return parse_size(size)
+    factor = parse_number(scale if scale is not None else 2, "--scale", int)
+    if factor < 1:
+        raise ConfigError(f"--scale {factor} must be a whole number >= 1")
+    return (unit[0] * factor, unit[1] * factor)
+
+
 def resolve_stages(
     native: int, stages: Any = None, size: Any = None, scale: Any = None, stage_rule: str = "double"
 ) -> tuple[Size, ...]:
@@ -57,13 +68,7 @@ def resolve_stages(
         raise ConfigError(f"--stage-rule {stage_rule!r} is not one of {', '.join(STAGE_RULES)}")
     if stages is not None:
         return parse_stages(stages)
-    if size is not None:
-        target = parse_size(size)
-    else:
-        factor = parse_number(scale if scale is not None else 2, "--scale", int)
-        if factor < 1:
-            raise ConfigError(f"--scale {factor} must be a whole number >= 1")
-        target = (native * factor, native * factor)
+    target = target_size(size, scale, (native, native))
     if target[0] % native or target[1] % native or min(target) <= 0:
         raise ConfigError(
             f"--size {target[1]}x{target[0]} must be a whole multiple of the model's native {native} px "

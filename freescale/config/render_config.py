@@ -19,13 +19,22 @@ from freescale.config.options import (
     REQUIRED,
     SECTIONS,
     STAGE_RULES,
+    UPSAMPLE_MODES,
     Option,
     Section,
     field_options,
     number_fields,
 )
+from freescale.config.output_place import check_output_place
 from freescale.config.parsing import parse_freeu, parse_number, parse_size, parse_stages, resolve_stages
-from freescale.config.presets import PRESET_KEYS, load_preset, load_recipe, preset_names, recipe_values
+from freescale.config.presets import (
+    PRESET_KEYS,
+    check_text,
+    load_preset,
+    load_recipe,
+    preset_names,
+    recipe_values,
+)
 from freescale.errors import ConfigError
 from freescale.tiling.stages import Size
 
@@ -49,6 +58,10 @@ class _RenderConfigMethods:
 
     def __post_init__(self) -> None:
         _validate(self)
+
+    @property
+    def is_video(self) -> bool:
+        return self.motion_adapter is not None
 
     @property
     def restart_step(self) -> int:
@@ -87,7 +100,9 @@ def format_size(size: Size) -> str:
 
 
 def _validate(c: RenderConfig) -> None:
-    if not c.prompt.strip():
+    for what, text in (("the prompt", c.prompt), ("--negative-prompt", c.negative_prompt)):
+        check_text(text, what)  # invalid UTF-8 or a NUL: one line, before any model loads
+    if not c.prompt.strip() and c.input is None:
         raise ConfigError("the prompt is empty; give the text to render")
     if c.native_size < 64 or c.native_size % 8:
         raise ConfigError(f"native size {c.native_size} is not a positive multiple of 8")
@@ -112,10 +127,13 @@ def _validate(c: RenderConfig) -> None:
     for flag, path in (("--image", c.image), ("--mask", c.mask)):
         if path is not None and not os.path.isfile(path):
             raise ConfigError(f"{flag} {path}: no such file")
-    if c.image is not None:
+    if c.image is not None and not c.is_video:  # a video refuses --image below
         _check_base_image(c.image, c.stages[0])
     if c.mask is not None:
         _open_image_header(c.mask, "--mask")
+    if c.is_video:
+        _validate_video(c)
+        return
     check_output_path(c.output)
     is_tiff = os.path.splitext(c.output)[1].lower() in (".tif", ".tiff")
     if c.bit_depth not in (8, 16):
@@ -126,6 +144,28 @@ def _validate(c: RenderConfig) -> None:
         raise ConfigError(f"--pyramid needs a .tif/.tiff output, not {c.output!r}")
     if c.dpi is not None and not 1 <= c.dpi <= 100000:
         raise ConfigError(f"--dpi {c.dpi} must be between 1 and 100000")
+
+
+def _validate_video(c: RenderConfig) -> None:
+    from freescale.config.video_outputs import check_video_output
+
+    for flag, value in (("--image", c.image), ("--save-stages", c.save_stages), ("--dpi", c.dpi),
+                        ("--pyramid", c.pyramid)):  # fmt: skip
+        if value:
+            instead = "; use --input CLIP" if flag == "--image" else ""
+            raise ConfigError(f"{flag} applies to images, not to `freescale video`{instead}")
+    if c.frames is None or c.frames < 1:
+        raise ConfigError(f"--frames {c.frames} must be at least 1")
+    if c.input is None and (c.fps is None or not 0 < c.fps <= 1000):
+        raise ConfigError(f"--fps {c.fps} must be a frame rate in (0, 1000]")
+    if c.crf is not None and not 0 <= c.crf <= 51:
+        raise ConfigError(f"--crf {c.crf} must be in 0..51")
+    if c.upsample not in UPSAMPLE_MODES:
+        raise ConfigError(f"--upsample {c.upsample!r} is not one of {', '.join(UPSAMPLE_MODES)}")
+    if c.frame_size is None or any(f > s for f, s in zip(c.frame_size, c.stages[-1], strict=True)):
+        raise ConfigError(f"frame size {c.frame_size} must be given and fit in the last stage")
+    # Existing outputs are refused by the command (check_outputs_free), as for images.
+    check_video_output(c.output, c.codec, c.bit_depth, overwrite=True)
 
 
 def _validate_stages(stages: tuple[Size, ...], native: int) -> None:
@@ -176,6 +216,7 @@ def check_output_path(path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise ConfigError(f"output {path!r}: directory {directory} does not exist")
+    check_output_place(path)  # not a directory, in a folder that takes new files
 
 
 def check_outputs_free(config: RenderConfig, stage_paths: list[str]) -> None:
@@ -194,14 +235,20 @@ def build_config(values: dict[str, Any], native_size: int, family: ModelFamily |
 
     FreeU left unset (or `true`) takes the model family's published values: `family`, else that of a
     built-in `model` ("tiny-sd15" is SD1.5), else SDXL's (callers with a model path pass its family)."""
+    from freescale.config.video_config import refuse_video_keys, video_stages
+
     values = {k: v for k, v in values.items() if v is not None}
-    stages = resolve_stages(
-        native_size,
-        values.pop("stages", None),
-        values.pop("size", None),
-        values.pop("scale", None),
-        values.pop("stage_rule", "double"),
-    )
+    if values.get("motion_adapter") is not None:
+        stages = video_stages(values, native_size)
+    else:
+        refuse_video_keys(values)
+        stages = resolve_stages(
+            native_size,
+            values.pop("stages", None),
+            values.pop("size", None),
+            values.pop("scale", None),
+            values.pop("stage_rule", "double"),
+        )
     if family is None:
         from freescale.models.families import BUILTIN_MODELS
 

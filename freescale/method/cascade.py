@@ -1,7 +1,8 @@
 """The self-cascade (SPEC 1-2, 7) on one rank of a group: a base stage, then for each higher stage
 decode, resize, re-encode, restart from a noised latent and denoise with scale fusion.
 
-Every rank holds a row band of each upper stage; with one rank the band is the whole latent.
+Every rank holds a row band of each upper stage; with one rank the band is the whole latent. A video's
+latents are (1, C, F, h, w): each rank holds the same rows of every frame.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from freescale.cluster.sharding.band_ops import shard_context_of
 from freescale.cluster.sharding.cfg_split import CfgSplit
 from freescale.cluster.sharding.shard_group import ShardGroup
 from freescale.config.render_config import RenderConfig
-from freescale.method import vae_transitions
+from freescale.method import vae_transitions, video_transitions
 from freescale.method.detail_mask import cosine_exponent, load_binary_mask
 from freescale.method.freeu import freeu_applied
 from freescale.method.random_draws import keyed_generator, keyed_normal
@@ -111,6 +112,7 @@ class Cascade:
         snapshot: Snapshot | None = None,
         checkpoint_every: int | None = None,
         on_checkpoint: CheckpointSink | None = None,
+        unet=None,
     ):
         self.pipe = model.pipe
         self.native = model.native_size
@@ -120,7 +122,10 @@ class Cascade:
         self.world = cfg.world if cfg is not None else self.group
         quiet = progress is None or self.world.rank != 0
         self.progress = Progress(quiet=True) if quiet else progress
-        self.unet, self.vae, self.scheduler = self.pipe.unet, self.pipe.vae, self.pipe.scheduler
+        # A video render passes the motion UNet built from the pipeline's image UNet and an adapter.
+        self.unet = unet if unet is not None else self.pipe.unet
+        self.vae, self.scheduler = self.pipe.vae, self.pipe.scheduler
+        self.frames = config.frames if config.is_video else None
         self.shard = shard_context_of(self.unet)
         self.mask = load_binary_mask(config.mask) if config.mask else None
         _check_deterministic_sampler(self.scheduler, self.group.world)
@@ -139,7 +144,9 @@ class Cascade:
 
     def run(self) -> list[torch.Tensor]:
         c = self.config
-        cond = encode_conditioning(self.pipe, c.prompt, c.negative_prompt, c.guidance, c.stages[0])
+        cond = encode_conditioning(
+            self.pipe, c.prompt, c.negative_prompt, c.guidance, c.stages[0], frames=self.frames
+        )
         results = [t.to(self.device, self.dtype) for t in self.snapshot.finished]
         with freeu_applied(self.unet, c.freeu, self.shard):
             if not results:
@@ -174,10 +181,11 @@ class Cascade:
 
         return after
 
-    def _latent_shape(self, stage: int) -> tuple[int, int, int, int]:
+    def _latent_shape(self, stage: int) -> tuple[int, ...]:
         h, w = self.config.stages[stage]
         scale = vae_transitions.vae_scale(self.vae)
-        return (1, self.unet.config.in_channels, h // scale, w // scale)
+        frames = () if self.frames is None else (self.frames,)
+        return (1, self.unet.config.in_channels, *frames, h // scale, w // scale)
 
     def base_stage(self, cond: Conditioning) -> torch.Tensor:
         """Rank 0 renders the small base stage unsharded (whole CFG batch); the others receive it."""
@@ -199,6 +207,12 @@ class Cascade:
                 pixels = vae_transitions.from_pil(image, self.device, self.vae.dtype)
             noise = keyed_normal(shape, c.seed, "vae-sample", 0)
             return vae_transitions.encode_image(self.vae, pixels, noise).to(self.dtype)
+        if c.input is not None:
+            from freescale.inputs.video_reader import iter_frames, read_video_info
+
+            frames = (frame.pixels for frame in iter_frames(read_video_info(c.input)))
+            noise = keyed_normal(shape, c.seed, "vae-sample", 0)
+            return video_transitions.encode_clip(self.vae, frames, c.stages[0], noise).to(self.dtype)
         self.scheduler.set_timesteps(c.steps, device=self.device)
         first, latents = self._resume_point(0) or (0, None)
         if latents is None:
@@ -208,15 +222,24 @@ class Cascade:
         after = self._after_step(0, first)
         return denoise(self.scheduler, predict, latents, first, c.seed, 0, after_step=after)
 
+    def _restart_source(self, stage: int, previous: torch.Tensor, shape: tuple, band) -> torch.Tensor:
+        """This rank's band of the upsampled previous stage (SPEC 2.1-2.3): through pixel space, or for a
+        video by default each frame's latents resized."""
+        c, (a, b) = self.config, band
+        if self.frames is not None and c.upsample == "latent":
+            return video_transitions.upsampled_latents(previous, shape[-2:])[..., a:b, :]
+        noise = keyed_normal(shape, c.seed, "vae-sample", stage)[..., a:b, :]
+        if self.frames is not None:
+            return video_transitions.next_stage_frames_band(self.vae, previous, c.stages[stage], band, noise)
+        return vae_transitions.next_stage_band(self.vae, previous, c.stages[stage], band, noise)
+
     def upper_stage(self, stage: int, previous: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         c = self.config
         shape = self._latent_shape(stage)
         self.shard.group = self.group
         self.shard.set_stage(shape[-2:])
         a, b = self.shard.band
-        sample_noise = keyed_normal(shape, c.seed, "vae-sample", stage)[..., a:b, :]
-        x0 = vae_transitions.next_stage_band(self.vae, previous, c.stages[stage], (a, b), sample_noise)
-        x0 = x0.to(self.device, self.dtype)
+        x0 = self._restart_source(stage, previous, shape, (a, b)).to(self.device, self.dtype)
         noise = keyed_normal(shape, c.seed, "restart-noise", stage, dtype=self.dtype, device=self.device)
         self.scheduler.set_timesteps(c.steps, device=self.device)
         first = c.restart_step

@@ -3,10 +3,11 @@ and micro-conditioning ids; SD1.x / SD2.x's one encoder gives prompt embeddings 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
+from freescale.models.prompt_length import warn_if_truncated
 from freescale.tiling.stages import Size
 
 # UNet config `addition_embed_type` -> what the UNet is conditioned on besides the text states.
@@ -25,6 +26,7 @@ class Conditioning:
     pooled_embeds: torch.Tensor | None
     time_ids: torch.Tensor | None
     guidance: float
+    frames: int | None = None  # a motion UNet's clip length: its text states are given once per frame
 
     @property
     def uses_guidance(self) -> bool:
@@ -33,14 +35,15 @@ class Conditioning:
     def unet_kwargs(self, half: int | None = None) -> dict:
         """The whole batch, or with `half` only the negative (0) or positive (1) row of it."""
         embeds, pooled, time_ids = self.prompt_embeds, self.pooled_embeds, self.time_ids
-        if pooled is None or time_ids is None:
-            return {"encoder_hidden_states": embeds if half is None else embeds[half : half + 1]}
         if half is not None:
-            embeds, pooled, time_ids = (
-                embeds[half : half + 1],
-                pooled[half : half + 1],
-                time_ids[half : half + 1],
-            )
+            embeds = embeds[half : half + 1]
+        if self.frames is not None:
+            # diffusers' motion UNets fold frames into the batch: (B, C, F, h, w) -> (B*F, ...), clip-major.
+            embeds = embeds.repeat_interleave(self.frames, dim=0)
+        if pooled is None or time_ids is None:
+            return {"encoder_hidden_states": embeds}
+        if half is not None:
+            pooled, time_ids = pooled[half : half + 1], time_ids[half : half + 1]
         return {
             "encoder_hidden_states": embeds,
             "added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids},
@@ -86,13 +89,17 @@ def _text_only_conditioning(pipe, prompt: str, negative_prompt: str, guidance: f
 
 
 @torch.no_grad()
-def encode_conditioning(pipe, prompt: str, negative_prompt: str, guidance: float, base: Size) -> Conditioning:
-    """What the pipeline's UNet is conditioned on, chosen by its `addition_embed_type`."""
+def encode_conditioning(
+    pipe, prompt: str, negative_prompt: str, guidance: float, base: Size, frames: int | None = None
+) -> Conditioning:
+    """What the pipeline's UNet is conditioned on, chosen by its `addition_embed_type`; with `frames`, for
+    a motion UNet rendering clips of that many frames."""
+    warn_if_truncated(pipe, prompt, negative_prompt if guidance > 1.0 else None)  # one line, if too long
     addition = pipe.unet.config.addition_embed_type
     if addition == _SDXL_ADDITION:
-        return _sdxl_conditioning(pipe, prompt, negative_prompt, guidance, base)
+        return replace(_sdxl_conditioning(pipe, prompt, negative_prompt, guidance, base), frames=frames)
     if addition == _NO_ADDITION:
-        return _text_only_conditioning(pipe, prompt, negative_prompt, guidance)
+        return replace(_text_only_conditioning(pipe, prompt, negative_prompt, guidance), frames=frames)
     raise NotImplementedError(
         f"a UNet with addition_embed_type {addition!r} is not supported; "
         f"supported: {_SDXL_ADDITION!r} (SDXL) and None (SD1.x, SD2.x)"

@@ -131,5 +131,7 @@ def family_of_source(source: ModelSource) -> ModelFamily:
     if source.kind == "directory" and source.path is not None:
         return family_of_directory(source.path)
     if source.kind == "single_file" and source.path is not None:
+        if not source.path.endswith(".safetensors") and source.config_dir is not None:
+            return family_of_directory(source.config_dir)  # a pickle (--allow-pickle): no header to read
         return family_of_single_file(source.path)
     raise ConfigError(f"model source {source!r} is not valid; build it with resolve_model_source")

@@ -21,7 +21,7 @@ from diffusers import AutoencoderKL, StableDiffusionPipeline, StableDiffusionXLP
 
 from freescale.errors import ConfigError  # noqa: E402
 from freescale.models.families import BUILTIN_MODELS, ModelFamily, family_named, family_of_source  # noqa: E402
-from freescale.models.model_source import ModelSource, resolve_model_source  # noqa: E402
+from freescale.models.model_source import MODEL_COMPONENTS, ModelSource, resolve_model_source  # noqa: E402
 from freescale.models.motion_adapter import MOTION_ADAPTER_DIR, save_tiny_motion_adapter  # noqa: E402
 from freescale.models.native_resolution import native_size_from_configs, vae_force_upcast  # noqa: E402
 from freescale.models.safetensors_header import read_safetensors_header  # noqa: E402
@@ -49,7 +49,7 @@ _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _IDENTITY_SAMPLES = 16
 _IDENTITY_SAMPLE_BYTES = 64 * 1024
 # The networks a pipeline may hold; SD1.x / SD2.x have no text_encoder_2.
-_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
+_COMPONENTS = MODEL_COMPONENTS
 Pipeline = StableDiffusionXLPipeline | StableDiffusionPipeline
 # A family's pipeline class name -> (class, loading options): no watermarker (SDXL), no safety checker
 # (SD1.x / SD2.x: it would need weights of its own and changes no latent).
@@ -131,24 +131,35 @@ def _pipeline_class_and_options(family: ModelFamily) -> tuple[type, dict[str, An
     return _PIPELINES[family.pipeline_class]
 
 
-def _load_directory(path: str, family: ModelFamily, dtype: torch.dtype) -> Pipeline:
+def _use_safetensors(allow_pickle: bool) -> bool | None:
+    """diffusers' `use_safetensors`: True loads safetensors only; None (--allow-pickle) prefers them and
+    falls back to pickles."""
+    return None if allow_pickle else True
+
+
+def _load_directory(path: str, family: ModelFamily, dtype: torch.dtype, allow_pickle: bool) -> Pipeline:
     variant = _weights_variant(path)
+    safetensors = _use_safetensors(allow_pickle)
     vae = AutoencoderKL.from_pretrained(
         path,
         subfolder="vae",
         dtype=_vae_dtype_from_config(path, dtype),
         local_files_only=True,
         variant=variant,
+        use_safetensors=safetensors,
     )
     pipeline, options = _pipeline_class_and_options(family)
     return pipeline.from_pretrained(
-        path, vae=vae, dtype=dtype, local_files_only=True, variant=variant, **options
-    )
+        path, vae=vae, dtype=dtype, local_files_only=True, variant=variant, use_safetensors=safetensors,
+        **options,
+    )  # fmt: skip
 
 
 def _load_single_file(path: str, config_dir: str, family: ModelFamily, dtype: torch.dtype) -> Pipeline:
     # With `config` a local directory, diffusers reads component configs, tokenizers and the scheduler from
     # it and converts all weights from the checkpoint; local_files_only keeps every other lookup offline.
+    # The file's format is its suffix: resolve_model_source lets a pickle through only with --allow-pickle
+    # (and diffusers unpickles it with weights_only).
     vae = AutoencoderKL.from_single_file(
         path,
         config=config_dir,
@@ -192,7 +203,7 @@ def _single_file_identity(path: str) -> str:
     The header alone (names, shapes, dtypes, offsets) is identical for every fine-tune of one architecture,
     so samples of the weights are mixed in; reading ~1 MiB keeps this cheap for multi-GB checkpoints.
     """
-    raw, _ = read_safetensors_header(path)
+    raw = read_safetensors_header(path)[0] if path.endswith(".safetensors") else b""
     size = os.path.getsize(path)
     digest = hashlib.sha256(raw)
     data_start, data_size = len(raw), size - len(raw)
@@ -213,7 +224,7 @@ def load_model(source: ModelSource, device: str | None = None, dtype: str | None
         identity = f"{source.builtin_name}(seed=0)"
     elif source.kind == "directory" and source.path is not None:
         with _no_loading_progress_bars():
-            pipe = _load_directory(source.path, family, torch_dtype)
+            pipe = _load_directory(source.path, family, torch_dtype, source.allow_pickle)
         identity = f"directory:{source.path}"
     elif source.kind == "single_file" and source.path is not None and source.config_dir is not None:
         with _no_loading_progress_bars():

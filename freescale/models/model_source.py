@@ -7,15 +7,20 @@ import os
 from dataclasses import dataclass
 
 from freescale.errors import ConfigError
+from freescale.models.config_checks import check_component_config, check_model_index
 from freescale.models.families import (
     BUILTIN_MODELS,
+    ModelFamily,
     allowed_families,
     family_of_directory,
     family_of_single_file,
 )
-from freescale.models.safetensors_header import tensor_names
+from freescale.models.safetensors_header import check_safetensors_file, tensor_names
+from freescale.models.weight_files import check_component_weights, is_pickle_file, refuse_pickle
 
 _UNET_KEY_PREFIX = "model.diffusion_model."
+# The networks a pipeline loads weights for, in order; a family with one text encoder has no text_encoder_2.
+MODEL_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,8 @@ class ModelSource:
     config_dir: str | None
     # The built-in model's name ("tiny", "tiny-sd15") for kind "tiny"; None there means "tiny".
     name: str | None = None
+    # Pickled weights (.bin, .ckpt, .pt) may load (--allow-pickle); otherwise only safetensors do.
+    allow_pickle: bool = False
 
     @property
     def builtin_name(self) -> str:
@@ -75,18 +82,43 @@ def _require_same_family(model: str, path: str, config_dir: str) -> None:
         )
 
 
-def resolve_model_source(model: str, model_config: str | None = None) -> ModelSource:
+def family_components(family: ModelFamily) -> tuple[str, ...]:
+    """The components a pipeline of `family` loads weights for (SD1.x / SD2.x: one text encoder)."""
+    return MODEL_COMPONENTS[: 2 + family.text_encoders]
+
+
+def _check_pipeline_directory(
+    directory: str, allow_pickle: bool, weights_required: bool | None
+) -> ModelFamily:
+    """model_index.json, every loaded component's config values and weight files (a config directory of a
+    single file may lack weights: the file holds them; None: configs only, weights are not looked at)."""
+    family = family_of_directory(directory)  # an unsupported pipeline class fails here, naming the families
+    components = family_components(family)
+    check_model_index(directory, components)
+    for component in components:
+        check_component_config(directory, component)
+        if weights_required is not None:
+            check_component_weights(os.path.join(directory, component), allow_pickle, weights_required)
+    return family
+
+
+def resolve_model_source(
+    model: str, model_config: str | None = None, allow_pickle: bool = False, weights: bool = True
+) -> ModelSource:
     """Checks the model argument without loading anything.
 
     `model` is a built-in model ("tiny", "tiny-sd15"), a diffusers directory (with model_index.json) of a
     supported family, or an original-layout .safetensors file. A file needs a diffusers config directory:
-    `model_config`, else the file's own directory when that holds a model_index.json.
+    `model_config`, else the file's own directory when that holds a model_index.json. Configs are read and
+    checked, safetensors files checked against their headers; pickled weights are refused unless
+    `allow_pickle` (then a pickled single file's family is its config directory's). `weights=False` (for
+    planning, which reads configs and headers only) leaves a directory's weight files unread.
     """
     builtins = ", ".join(repr(name) for name in BUILTIN_MODELS)
     if model in BUILTIN_MODELS:
         if model_config is not None:
             raise ConfigError(f"model_config {model_config!r} is only used with a .safetensors model file")
-        return ModelSource(kind="tiny", path=None, config_dir=None, name=model)
+        return ModelSource(kind="tiny", path=None, config_dir=None, name=model, allow_pickle=allow_pickle)
     path = os.path.abspath(os.path.expanduser(model))
     if not os.path.exists(path):
         raise ConfigError(
@@ -95,15 +127,23 @@ def resolve_model_source(model: str, model_config: str | None = None) -> ModelSo
         )
     if os.path.isdir(path):
         _require_model_index(path, "model directory")
-        family_of_directory(path)  # an unsupported pipeline class fails here, naming the families
         if model_config is not None:
             raise ConfigError(f"model_config {model_config!r} is only used with a .safetensors model file")
-        return ModelSource(kind="directory", path=path, config_dir=None)
+        _check_pipeline_directory(path, allow_pickle, weights_required=True if weights else None)
+        return ModelSource(kind="directory", path=path, config_dir=None, allow_pickle=allow_pickle)
+    if is_pickle_file(path):
+        if not allow_pickle:
+            raise refuse_pickle(path)
+        config_dir = _single_file_config_dir(model, path, model_config)
+        _check_pipeline_directory(config_dir, allow_pickle, weights_required=False if weights else None)
+        return ModelSource(kind="single_file", path=path, config_dir=config_dir, allow_pickle=True)
     if not path.endswith(".safetensors"):
         raise ConfigError(
             f"model file {model!r} is not a .safetensors file; only safetensors single-file checkpoints load"
         )
+    check_safetensors_file(path)
     _require_unet_tensors(model, path)
     config_dir = _single_file_config_dir(model, path, model_config)
     _require_same_family(model, path, config_dir)
-    return ModelSource(kind="single_file", path=path, config_dir=config_dir)
+    _check_pipeline_directory(config_dir, allow_pickle, weights_required=False if weights else None)
+    return ModelSource(kind="single_file", path=path, config_dir=config_dir, allow_pickle=allow_pickle)

@@ -187,6 +187,32 @@ def load_motion_adapter(value: str, family: str, allow_pickle: bool = False) -> 
     )
 
 
+def adapter_window(value: str) -> int | None:
+    """The most frames one call of the adapter's motion modules takes (its positional table), read from
+    its config or file header without loading weights; None for a pickle (known only once loaded)."""
+    from freescale.models.safetensors_header import read_safetensors_header
+
+    if value == TINY_MOTION_ADAPTER:
+        return TINY_MAX_FRAMES
+    if os.path.isdir(value):
+        config_path = os.path.join(value, "config.json")
+        try:
+            with open(config_path, encoding="utf-8") as handle:
+                config = json.load(handle)
+        except (OSError, json.JSONDecodeError) as error:
+            raise ConfigError(f"motion adapter {value}: unreadable config.json ({error})") from None
+        return int(config.get("motion_max_seq_length", 32)) if isinstance(config, dict) else None
+    if value.lower().endswith(".safetensors") and os.path.isfile(value):
+        _, header = read_safetensors_header(value)
+        metadata = header.get("__metadata__") or {}
+        if _CONFIG_METADATA_KEY in metadata:
+            return int(json.loads(metadata[_CONFIG_METADATA_KEY]).get("motion_max_seq_length", 32))
+        tables = [info["shape"][1] for name, info in header.items() if name.endswith(("pos_embed.pe",
+                  "pos_encoder.pe"))]  # fmt: skip
+        return tables[0] if tables else 32
+    return None
+
+
 def motion_unet(loaded: LoadedModel, adapter: MotionAdapter) -> UNetMotionModel:
     """The AnimateDiff UNet of the loaded model's image UNet and `adapter`, on its device and in its dtype.
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -21,6 +24,7 @@ from freescale.errors import ConfigError
 from freescale.method.snapshots import CheckpointEvent, Snapshot
 
 CONFIG_FILE = "render.json"
+_EARLIER = "resuming from the checkpoint before it"
 IN_PROGRESS_FILE = "in-progress.pt"
 
 # Fields that only say where and how outputs are written: a checkpoint serves any of them.
@@ -94,16 +98,51 @@ class CheckpointDir:
                 {"stage": event.stage, "step": event.step, "latents": latents}, self._file(IN_PROGRESS_FILE)
             )
 
-    def load(self, num_stages: int) -> Snapshot:
-        finished = []
+    def load(self, num_stages: int, warn: Callable[[str], None] | None = None) -> Snapshot:
+        """The furthest good checkpoint: finished stages in order, then the step in progress. A file that
+        does not load (truncated, corrupt, not a checkpoint) is named in one line through `warn` (default:
+        stderr) and the render resumes from the checkpoint before it; it is replaced when rendered again."""
+        warn = warn or _warn
+        finished: list[torch.Tensor] = []
         while len(finished) < num_stages and os.path.exists(self._file(f"stage{len(finished)}.pt")):
-            finished.append(torch.load(self._file(f"stage{len(finished)}.pt"), weights_only=True))
-        in_progress = self._file(IN_PROGRESS_FILE)
-        if len(finished) < num_stages and os.path.exists(in_progress):
-            saved = torch.load(in_progress, weights_only=True)
-            if saved["stage"] == len(finished):
+            latents = self._read(f"stage{len(finished)}.pt", _is_latents, warn)
+            if latents is None:
+                return Snapshot(tuple(finished))
+            finished.append(latents)
+        if len(finished) < num_stages and os.path.exists(self._file(IN_PROGRESS_FILE)):
+            saved = self._read(IN_PROGRESS_FILE, _is_step, warn)
+            if saved is not None and saved["stage"] == len(finished):
                 return Snapshot(tuple(finished), saved["step"], saved["latents"])
         return Snapshot(tuple(finished))
+
+    def _read(self, name: str, valid: Callable[[Any], bool], warn: Callable[[str], None]) -> Any:
+        path = self._file(name)
+        try:
+            saved = torch.load(path, weights_only=True)
+        except Exception as exc:  # any failure to unpickle is a bad file (torch raises many kinds)
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            warn(f"freescale: warning: checkpoint {path} is corrupt ({reason[:120]}); {_EARLIER}")
+            return None
+        if not valid(saved):
+            warn(f"freescale: warning: checkpoint {path} holds no freescale latents; {_EARLIER}")
+            return None
+        return saved
+
+
+def _warn(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _is_latents(saved: Any) -> bool:
+    return isinstance(saved, torch.Tensor) and saved.is_floating_point()
+
+
+def _is_step(saved: Any) -> bool:
+    return (
+        isinstance(saved, dict)
+        and all(isinstance(saved.get(k), int) for k in ("stage", "step"))
+        and _is_latents(saved.get("latents"))
+    )
 
 
 def resume_values(path: str) -> dict:
@@ -113,4 +152,7 @@ def resume_values(path: str) -> dict:
     stored = CheckpointDir(path).stored_config()
     if stored is None:
         raise ConfigError(f"--resume {path}: no freescale checkpoint there ({CONFIG_FILE} is missing)")
-    return recipe_values(stored["recipe"])
+    recipe = stored.get("recipe") if isinstance(stored, dict) else None
+    if not isinstance(recipe, dict):
+        raise ConfigError(f"--resume {path}: {CONFIG_FILE} holds no recipe; it is not a freescale checkpoint")
+    return recipe_values(recipe, f"--resume {path} ({CONFIG_FILE})")

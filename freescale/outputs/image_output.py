@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from functools import cache
 
@@ -12,7 +13,6 @@ import numpy as np
 from PIL import ImageCms
 
 from freescale.atomic_files import atomic_write
-from freescale.errors import ConfigError
 
 TIFF_TILE = 512
 # Classic TIFF addresses 4 GB; leave room for tags, tile tables and the pyramid's levels.
@@ -59,12 +59,6 @@ def pyramid_levels(pixels: np.ndarray, smallest: int = TIFF_TILE) -> list[np.nda
     return levels
 
 
-def check_new_output(path: str, overwrite: bool) -> None:
-    """Refuse up front an existing output (the final link refuses it again, race-free)."""
-    if not overwrite and os.path.lexists(path):
-        raise ConfigError(f"output {path!r} already exists; pass --overwrite to replace it")
-
-
 def sidecar_path(path: str) -> str:
     """out.png -> out.png.json: the recipe next to the image (the full name, so out.tif has its own)."""
     return path + ".json"
@@ -80,6 +74,41 @@ def write_sidecar(path: str, recipe: dict) -> None:
     # The sidecar describes the image just written, so it replaces any stale one (the CLI refuses
     # up front to touch a user's existing files without --overwrite).
     atomic_write(sidecar_path(path), write_json)
+
+
+class PlacedSidecar:
+    """A recipe put beside an image that is not in place yet: `undo` puts back what was there before (the
+    old sidecar, or nothing), `keep` drops that backup once the image stands."""
+
+    def __init__(self, path: str, recipe: dict) -> None:
+        self.sidecar = sidecar_path(path)
+        self.backup: str | None = None
+        if os.path.isfile(self.sidecar):
+            # A second name for the old recipe: it stays in place until the new one atomically replaces it.
+            fd, backup = tempfile.mkstemp(
+                prefix=".freescale-", suffix=".json", dir=os.path.dirname(path) or "."
+            )
+            os.close(fd)
+            os.unlink(backup)
+            os.link(self.sidecar, backup)
+            self.backup = backup
+        try:
+            write_sidecar(path, recipe)
+        except BaseException:
+            self.undo()
+            raise
+
+    def undo(self) -> None:
+        if self.backup is not None:
+            os.replace(self.backup, self.sidecar)
+            self.backup = None
+        elif os.path.lexists(self.sidecar):
+            os.unlink(self.sidecar)
+
+    def keep(self) -> None:
+        if self.backup is not None:
+            os.unlink(self.backup)
+            self.backup = None
 
 
 def save_image(

@@ -11,12 +11,12 @@ import numpy as np
 from PIL import Image
 
 from freescale.atomic_files import atomic_write
+from freescale.config.video_outputs import check_new_output
 from freescale.errors import ConfigError
 from freescale.outputs.image_output import (
     OutputOptions,
-    check_new_output,
+    PlacedSidecar,
     srgb_profile,
-    write_sidecar,
 )
 
 Size = tuple[int, int]  # (H, W)
@@ -37,8 +37,9 @@ def write_image_strips(
 
     Like `save_image`: atomic (a temporary beside `path`, linked into place, or replacing it only with
     `overwrite`; on any failure, the strips' own included, no file is left), the recipe embedded and
-    written beside as JSON. `strips` is consumed once; no reference to a strip is kept once the next is
-    asked for. Memory held besides the caller's strip: TIFF one row of 512-px tiles (512 x W x 3 samples)
+    written beside as JSON, in place before the image is (a failure in between puts back the old one).
+    `strips` is consumed once; no reference to a strip is kept once the next is asked for. Memory held
+    besides the caller's strip: TIFF one row of 512-px tiles (512 x W x 3 samples)
     and that row's compressed tiles in flight (at most as much again); the pyramid's levels are made as
     rows pass, spooled to unnamed temporary files beside `path` and written after the main image 512 rows
     at a time. PNG about 4 MB of filter temporaries and zlib's state. JPEG the whole image.
@@ -53,11 +54,21 @@ def write_image_strips(
     check_new_output(path, overwrite)
     text = json.dumps(recipe, sort_keys=True) if recipe is not None else None
     checked = _checked_strips(strips, (height, width), dtype)
-    atomic_write(
-        path, lambda temporary: writer(checked, (height, width), dtype, temporary, text, options), overwrite
-    )
-    if recipe is not None:
-        write_sidecar(path, recipe)
+    placed: list[PlacedSidecar] = []
+
+    def write(temporary: str) -> None:
+        writer(checked, (height, width), dtype, temporary, text, options)
+        if recipe is not None:  # the recipe stands before its image does, so no image is without one
+            placed.append(PlacedSidecar(path, recipe))
+
+    try:
+        atomic_write(path, write, overwrite)
+    except BaseException:
+        for sidecar in placed:
+            sidecar.undo()  # the image did not land: neither does its recipe
+        raise
+    for sidecar in placed:
+        sidecar.keep()
 
 
 def _writer(ext: str, dtype: np.dtype) -> Writer:

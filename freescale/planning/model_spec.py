@@ -113,7 +113,9 @@ def model_spec(model: str = "tiny", model_config: str | None = None) -> ModelSpe
         if model_config is not None:
             raise ConfigError(f"model_config {model_config!r} is only used with a .safetensors model file")
         return _builtin_spec(model)
-    source = resolve_model_source(model, model_config)
+    # Planning reads configs and headers only, never weights: a config-only directory plans, a pickle is
+    # no risk here.
+    source = resolve_model_source(model, model_config, allow_pickle=True, weights=False)
     family = family_of_source(source)
     if source.kind == "directory":
         counts = {
@@ -122,7 +124,7 @@ def model_spec(model: str = "tiny", model_config: str | None = None) -> ModelSpe
             "vae": _component_parameters(source.path, "vae"),
         }  # fmt: skip
         return _from_configs(model, source.path, family, counts)
-    tensors = tensor_element_counts(source.path)
+    tensors = tensor_element_counts(source.path) if source.path.endswith(".safetensors") else {}
     prefixes = {"unet": _UNET_PREFIX, "vae": _VAE_PREFIX, "text": _TEXT_PREFIXES[family.name]}
     counts = {
         part: sum(n for key, n in tensors.items() if key.startswith(prefix)) or None

@@ -1,23 +1,32 @@
 """`freescale batch`: many renders in one job with the model kept warm. Each output is written as it
-finishes, outputs that already exist are skipped (so a rerun finishes a batch), a failed item is
+finishes, outputs that already exist are skipped (so a rerun finishes a batch), a bad or failed job is
 reported and the rest go on, and a summary ends the run."""
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
-from freescale.config.options import section_keys
-from freescale.config.render_config import PRESET_KEYS, RenderConfig, build_config, load_preset
+from freescale.config.options import option, section, section_keys
+from freescale.config.presets import check_values
+from freescale.config.render_config import RenderConfig, build_config, load_preset
 from freescale.errors import ConfigError
 from freescale.models.families import ModelFamily
 from freescale.progress import Progress
 
 # The settings of the model a batch keeps warm: the model section of the option definition.
 MODEL_KEYS = section_keys("model")
+# `freescale batch`'s own flags; a job's message names a setting by its key, not by a render flag.
+BATCH_FLAGS = frozenset(
+    {"--output-dir", "--quiet", "--allow-outside", "--allow-pickle"}
+    | {flag for o in section("cluster").options for flag in o.cli_flags}
+)
+_PATH_KEYS = ("output", "image", "mask")
+_FLAG = re.compile(r"--([a-z][a-z0-9-]*)")
 
 
 @dataclass
@@ -29,67 +38,134 @@ class BatchItem:
     message: str = ""
 
 
-def load_jobs(path: str, output_dir: str | None = None) -> list[dict[str, Any]]:
-    """Jobs from YAML ({defaults: {...}, jobs: [...]} or a list) or a prompts file (one per line).
+def output_root(path: str, output_dir: str | None = None) -> str:
+    """Where a batch's outputs go: --output-dir, else the jobs file's folder."""
+    return os.path.abspath(output_dir or os.path.dirname(os.path.abspath(path)))
 
-    Relative paths in a job are relative to the jobs file's directory."""
+
+def _read_yaml_jobs(path: str) -> list[dict[str, Any]]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"batch file {path} is not valid UTF-8 (byte {exc.start}); save it as UTF-8"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"batch file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if isinstance(data, dict) and set(data) - {"defaults", "jobs", "preset"}:
+        raise ConfigError(f"batch file {path}: top-level keys are defaults, preset and jobs")
+    defaults, jobs = ({}, data) if isinstance(data, list) else (data.get("defaults") or {}, data.get("jobs"))
+    if not isinstance(jobs, list) or not all(isinstance(j, dict) for j in jobs):
+        raise ConfigError(f"batch file {path}: 'jobs' must be a list of option mappings")
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"batch file {path}: 'defaults' must be a mapping of option names to values")
+    if isinstance(data, dict) and data.get("preset"):
+        if not isinstance(data["preset"], str):
+            raise ConfigError(f"batch file {path}: preset {data['preset']!r} is not a preset name or file")
+        defaults = {**load_preset(data["preset"]), **defaults}
+    return [{**defaults, **job} for job in jobs]
+
+
+def _read_prompts(path: str) -> list[dict[str, Any]]:
+    """One job a line; a line that is not UTF-8 keeps its bytes as surrogates, so that job alone fails."""
+    with open(path, "rb") as handle:
+        lines = [raw.decode("utf-8", "surrogateescape").strip() for raw in handle.read().split(b"\n")]
+    prompts = [line for line in lines if line and not line.startswith("#")]
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return [{"prompt": p, "output": f"{stem}-{i:04d}.png"} for i, p in enumerate(prompts)]
+
+
+def load_jobs(path: str, output_dir: str | None = None) -> list[dict[str, Any]]:
+    """Jobs from YAML ({defaults: {...}, preset: NAME, jobs: [...]} or a list) or a prompts file (one per
+    line). Relative outputs are relative to `output_dir` (default: the jobs file's folder), relative
+    images and masks to the jobs file's folder. A bad file is an error; a bad job is left to plan_items,
+    but the model settings, shared by every job, are checked here."""
     if not os.path.isfile(path):
         raise ConfigError(f"batch file {path}: no such file")
     base = os.path.dirname(os.path.abspath(path))
-    if path.endswith((".yaml", ".yml")):
-        try:
-            with open(path, encoding="utf-8") as handle:
-                data = yaml.safe_load(handle) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"batch file {path} is not valid YAML: {exc}") from None
-        defaults, jobs = (
-            ({}, data) if isinstance(data, list) else (data.get("defaults", {}), data.get("jobs"))
-        )
-        if not isinstance(jobs, list) or not all(isinstance(j, dict) for j in jobs):
-            raise ConfigError(f"batch file {path}: 'jobs' must be a list of option mappings")
-        if isinstance(data, dict) and set(data) - {"defaults", "jobs", "preset"}:
-            raise ConfigError(f"batch file {path}: top-level keys are defaults, preset and jobs")
-        if isinstance(data, dict) and data.get("preset"):
-            defaults = {**load_preset(data["preset"]), **defaults}
-        jobs = [{**defaults, **job} for job in jobs]
-    else:
-        with open(path, encoding="utf-8") as handle:
-            lines = [line.strip() for line in handle]
-        prompts = [line for line in lines if line and not line.startswith("#")]
-        stem = os.path.splitext(os.path.basename(path))[0]
-        jobs = [{"prompt": p, "output": f"{stem}-{i:04d}.png"} for i, p in enumerate(prompts)]
+    jobs = _read_yaml_jobs(path) if path.endswith((".yaml", ".yml")) else _read_prompts(path)
     for number, job in enumerate(jobs):
-        unknown = sorted(set(job) - PRESET_KEYS)
-        if unknown:
-            raise ConfigError(
-                f"batch job {number}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(PRESET_KEYS))}"
-            )
+        check_values({k: job[k] for k in MODEL_KEYS if k in job}, f"batch job {number}")
         job.setdefault("output", f"batch-{number:04d}.png")
-        for key in ("output", "image", "mask"):
-            if job.get(key) and not os.path.isabs(job[key]):
-                job[key] = (
-                    os.path.join(output_dir or base, job[key])
-                    if key == "output"
-                    else os.path.join(base, job[key])
-                )
+        for key in _PATH_KEYS:
+            value = job.get(key)
+            if isinstance(value, str) and value and "\0" not in value and not os.path.isabs(value):
+                job[key] = os.path.join(output_root(path, output_dir) if key == "output" else base, value)
     return jobs
 
 
+def _in_batch_words(text: str) -> str:
+    """A render message as a batch job's: `--steps` is the job's `steps`; batch's own flags stay."""
+
+    def word(match: re.Match) -> str:
+        flag = match.group(0)
+        if flag in BATCH_FLAGS:
+            return flag
+        try:
+            option(match.group(1).replace("-", "_"))
+        except KeyError:
+            return flag
+        return match.group(1).replace("-", "_")
+
+    return _FLAG.sub(word, text)
+
+
+def _check_place(output: Any, root: str | None) -> None:
+    if root is None or not isinstance(output, str):
+        return
+    inside = os.path.realpath(root)
+    place = os.path.realpath(output)
+    if os.path.commonpath([inside, place]) != inside:
+        raise ConfigError(f"output {output} is outside {root}; pass --allow-outside to write there")
+
+
+def _job_config(
+    index: int,
+    job: dict[str, Any],
+    native_size: int,
+    family: ModelFamily | None,
+    root: str | None,
+    allow_pickle: bool,
+) -> RenderConfig:
+    check_values({k: v for k, v in job.items() if k not in MODEL_KEYS}, f"batch job {index}")
+    _check_place(job["output"], root)
+    return build_config({**job, "allow_pickle": allow_pickle}, native_size, family=family)
+
+
+def _message(exc: Exception) -> str:
+    text = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+    return _in_batch_words(text.splitlines()[0] if text else type(exc).__name__)
+
+
 def plan_items(
-    jobs: list[dict[str, Any]], native_size: int, family: ModelFamily | None = None
+    jobs: list[dict[str, Any]],
+    native_size: int,
+    family: ModelFamily | None = None,
+    root: str | None = None,
+    allow_pickle: bool = False,
 ) -> list[BatchItem]:
-    """Validate every job before anything renders; a bad job is a failed item, not a failed batch.
-    `family`: the shared model's (its FreeU defaults); None means SDXL."""
+    """Validate every job before anything renders; a bad job (any error) is a failed item, not a failed
+    batch, and so is a job whose output another job already writes. `family`: the shared model's (its
+    FreeU defaults), None meaning SDXL; `root`: where outputs must stay (None: anywhere)."""
     models = {tuple(job.get(k) for k in MODEL_KEYS) for job in jobs}
     if len(models) > 1:
-        raise ConfigError("batch jobs must share model, model_config, device and dtype (one warm model)")
-    items = []
+        shared = ", ".join(MODEL_KEYS)
+        raise ConfigError(f"batch jobs must share {shared} (one warm model); give them in defaults")
+    items, writers = [], {}
     for index, job in enumerate(jobs):
-        item = BatchItem(index, job["output"])
+        item = BatchItem(index, str(job["output"]))
         try:
-            item.config = build_config(dict(job), native_size, family=family)
-        except ConfigError as exc:
-            item.status, item.message = "failed", str(exc)
+            item.config = _job_config(index, job, native_size, family, root, allow_pickle)
+        except Exception as exc:  # whatever is wrong with one job fails that job only
+            item.status, item.message = "failed", _message(exc)
+        if item.config is not None:
+            place = os.path.realpath(item.output)
+            if place in writers:
+                item.config, item.status = None, "failed"
+                item.message = f"output {item.output} is also job {writers[place]}'s; give each job its own"
+            else:
+                writers[place] = index
         if item.config is not None and os.path.exists(item.output):
             item.status, item.message = "skipped", "output exists"
         items.append(item)
@@ -98,9 +174,8 @@ def plan_items(
 
 def run_items(items: list[BatchItem], placement, progress: Progress) -> None:
     """Render the pending items on one warm Renderer. A lost worker is retried by the renderer itself (up
-    to the placement's max_retries); an item that still fails is reported and the next one starts on a
-    fresh pool."""
-    from freescale.cluster.ray.worker_pool import WorkerLost
+    to the placement's max_retries); an item that still fails, for any reason, is reported and the next
+    one starts (on a fresh pool after a lost worker)."""
     from freescale.rendering.renderer import Renderer
 
     pending = [item for item in items if item.status == "pending"]
@@ -112,8 +187,8 @@ def run_items(items: list[BatchItem], placement, progress: Progress) -> None:
             try:
                 renderer.render_to_files(item.config)
                 item.status = "done"
-            except (WorkerLost, ConfigError, NotImplementedError, ValueError, RuntimeError, OSError) as exc:
-                item.status, item.message = "failed", f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # one job's failure is reported, the others run
+                item.status, item.message = "failed", _message(exc)
 
 
 def summary(items: list[BatchItem]) -> str:

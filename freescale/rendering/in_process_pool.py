@@ -16,9 +16,10 @@ from freescale.progress import Progress
 
 
 def load_model_for(
-    model: str, model_config: str | None, device: str | None, dtype: str | None
+    model: str, model_config: str | None, device: str | None, dtype: str | None, allow_pickle: bool = False
 ) -> LoadedModel:
-    return loading.load_model(loading.resolve_model_source(model, model_config), device, dtype)
+    source = loading.resolve_model_source(model, model_config, allow_pickle)
+    return loading.load_model(source, device, dtype)
 
 
 class InProcessPool:
@@ -36,8 +37,9 @@ class InProcessPool:
         dtype: str | None = None,
         progress: Progress | None = None,
         loaded: LoadedModel | None = None,
+        allow_pickle: bool = False,
     ) -> None:
-        self.source = (model, model_config, device, dtype)
+        self.source = (model, model_config, device, dtype, allow_pickle)
         self.progress = progress
         self.loaded = loaded
         self.state: RankState | None = None

@@ -40,17 +40,39 @@ def pixel_bands(config: RenderConfig, stage: int, world: int, vae_scale: int) ->
     return [(a * vae_scale, b * vae_scale) for a, b in row_bands(latent_rows, min(world, latent_rows), 1)]
 
 
+def motion_unet_of(state: RankState, config: RenderConfig):
+    """The motion UNet of a video render (the rank's image UNet and the config's adapter), built once per
+    adapter and kept on the rank; None for an image render."""
+    from freescale.models.motion_adapter import load_motion_adapter, motion_unet
+
+    if not config.is_video:
+        return None
+    if state.motion_unet is None or state.motion_unet[0] != config.motion_adapter:
+        state.motion_unet = None  # free the previous one first
+        model = state.model
+        adapter = load_motion_adapter(config.motion_adapter, model.family.name, config.allow_pickle)
+        state.motion_unet = (config.motion_adapter, motion_unet(model, adapter))
+    return state.motion_unet[1]
+
+
 def render_latents(
-    model, group, config: RenderConfig, progress: Progress, cfg_parallel: bool, resume: RenderResume
+    model,
+    group,
+    config: RenderConfig,
+    progress: Progress,
+    cfg_parallel: bool,
+    resume: RenderResume,
+    unet=None,
 ) -> list[torch.Tensor]:
-    """Run the cascade; every stage's whole latents, the same on every rank. With `cfg_parallel` the
-    ranks form two groups, one per half of the guidance batch."""
+    """Run the cascade (on `unet`, default the pipeline's); every stage's whole latents, the same on every
+    rank. With `cfg_parallel` the ranks form two groups, one per half of the guidance batch."""
     from freescale.cluster.sharding.cfg_split import split_for_cfg
 
     checkpoints = {
         "snapshot": resume.snapshot,
         "checkpoint_every": resume.every,
         "on_checkpoint": resume.sink,
+        "unet": unet,
     }
     with torch.inference_mode():
         if cfg_parallel:
@@ -62,8 +84,8 @@ def render_latents(
 def _strips(
     model, config: RenderConfig, latents: torch.Tensor, rows: tuple[int, int]
 ) -> Iterator[np.ndarray]:
-    """Pixel strips (n, W, 3) of image rows `rows` of a stage with these whole latents, at the config's
-    bit depth, each yielded as soon as its VAE tile row is decoded."""
+    """Pixel strips (n, W, 3) of image rows `rows` of a stage (a video's frame) with these whole latents,
+    at the config's bit depth, each yielded as soon as its VAE tile row is decoded."""
     from freescale.method.vae_transitions import pixel_strips
 
     with torch.inference_mode():
@@ -87,25 +109,32 @@ def render_on_rank(
     from freescale.method.vae_transitions import vae_scale
 
     progress = state.progress or Progress(quiet=quiet or state.rank != 0)
+    unet = motion_unet_of(state, config)
     latents = render_latents(
-        state.model, state.group, config, progress, cfg_parallel, resume or RenderResume()
+        state.model, state.group, config, progress, cfg_parallel, resume or RenderResume(), unet
     )
     scale = vae_scale(state.model.pipe.vae)
     state.held = {}
     for stage in output_stages(config) if stages is None else stages:
         bands = pixel_bands(config, stage, state.world, scale)
-        if state.rank < len(bands):
-            strips = _strips(state.model, config, latents[stage], bands[state.rank])
+        if state.rank >= len(bands):
+            continue
+        # An image's strips are held under its stage; a video's under (stage, frame), frame by frame.
+        parts = [(stage, latents[stage])]
+        if config.is_video:
+            parts = [((stage, f), latents[stage][:, :, f]) for f in range(config.frames)]
+        for key, frame_latents in parts:
+            strips = _strips(state.model, config, frame_latents, bands[state.rank])
             # One rank decodes as the driver writes, so the image is never held whole; many ranks decode
             # their rows at once while the driver fetches them one rank at a time.
-            state.held[stage] = strips if state.world == 1 else iter(list(strips))
+            state.held[key] = strips if state.world == 1 else iter(list(strips))
     return {"latents": [t.cpu() for t in latents] if state.rank == 0 else None}
 
 
-def take_strip(state: RankState, stage: int) -> np.ndarray | None:
-    """The next of this rank's strips of a stage's image (see `render_on_rank`); None after the last, or
-    when this rank holds no rows of that stage."""
-    strip = next(state.held.get(stage, iter(())), None)
+def take_strip(state: RankState, key: int | tuple[int, int]) -> np.ndarray | None:
+    """The next of this rank's strips of a stage's image, or with key (stage, frame) of a video's frame
+    (see `render_on_rank`); None after the last, or when this rank holds no rows of it."""
+    strip = next(state.held.get(key, iter(())), None)
     if strip is None:
-        state.held.pop(stage, None)  # drop a finished stage's iterator (and the decoder state it keeps)
+        state.held.pop(key, None)  # drop a finished image's iterator (and the decoder state it keeps)
     return strip

@@ -78,12 +78,14 @@ class Renderer:
     def __enter__(self) -> Renderer:
         c, p = self.model_config, self.placement
         if p.in_process:
-            self.pool = InProcessPool(c.model, c.model_config, c.device, c.dtype, self.progress, self.loaded)
+            self.pool = InProcessPool(
+                c.model, c.model_config, c.device, c.dtype, self.progress, self.loaded, c.allow_pickle
+            )
         else:
             self.progress.note(f"starting {p.workers} workers")
             self.pool = WorkerPool(
                 p.workers, model=c.model, model_config=c.model_config, device=c.device, dtype=c.dtype,
-                strategy=p.strategy, address=p.address,
+                strategy=p.strategy, address=p.address, allow_pickle=c.allow_pickle,
             )  # fmt: skip
         self.pool.start()  # cleans up after itself if it fails
         try:
@@ -139,6 +141,7 @@ class Renderer:
             except WorkerLost as lost:
                 self._lost = True
                 if retries >= limit:
+                    lost.retries = retries  # the command's last line says it gave up, and how to resume
                     raise
                 retries += 1
                 self.progress.note(f"{lost}; starting fresh workers (retry {retries}/{limit})")
@@ -157,16 +160,20 @@ class Renderer:
                 render_on_rank, config, self.placement.cfg_parallel, resume, stages, quiet=quiet
             )
 
-    def _strips(self, stage: int) -> Iterator[np.ndarray]:
-        """A stage's image, top to bottom: strip by strip from the ranks in band order."""
+    def _strips(self, key: int | tuple[int, int]) -> Iterator[np.ndarray]:
+        """A stage's image (or with key (stage, frame) a video's frame), top to bottom: strip by strip
+        from the ranks in band order."""
         for rank in range(self.pool.world):
-            while (strip := self.pool.run_on(rank, take_strip, stage)) is not None:
+            while (strip := self.pool.run_on(rank, take_strip, key)) is not None:
                 yield strip
 
     def _write_outputs(self, config: RenderConfig, written: list[str]) -> None:
         """Write each output stage's file, appending its path to `written`; files already in `written`
         (from an attempt that lost a worker later) are kept as they are."""
         stamp = recipe(config, self.identity)
+        if config.is_video:
+            self._write_clip(config, stamp, written)
+            return
         options = OutputOptions(dpi=config.dpi, pyramid=config.pyramid)
         dtype = np.uint16 if config.bit_depth == 16 else np.uint8
         last = len(config.stages) - 1
@@ -180,6 +187,18 @@ class Renderer:
                 self._strips(stage), size, dtype, path, config.overwrite, {**stamp, "stage": stage}, options
             )
             written.append(path)
+
+    def _write_clip(self, config: RenderConfig, stamp: dict, written: list[str]) -> None:
+        """A video's frames, each fetched strip by strip from the ranks as the encoder takes it."""
+        from freescale.outputs.video.clip_output import write_clip
+
+        if config.output in written:
+            return
+        last = len(config.stages) - 1
+        self.progress.note(f"writing {config.output}")
+        frames = (np.concatenate(list(self._strips((last, f)))) for f in range(config.frames))
+        write_clip(config, frames, stamp, self.progress)
+        written.append(config.output)
 
 
 def _model_identity(state) -> str:

@@ -10,7 +10,7 @@ from fractions import Fraction
 import av
 
 from freescale.errors import ConfigError
-from freescale.outputs.video.video_info import VideoInfo
+from freescale.inputs.video_info import VideoInfo
 
 # The FFmpeg muxer behind each container extension; the order is the one alternatives are offered in.
 MUXERS = {".mkv": "matroska", ".mov": "mov", ".mp4": "mp4"}

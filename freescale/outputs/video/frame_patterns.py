@@ -10,8 +10,8 @@ import tifffile
 from PIL import Image
 
 from freescale.atomic_files import atomic_write
+from freescale.config.video_outputs import VideoTarget, check_video_output, frame_path
 from freescale.errors import ConfigError
-from freescale.outputs.video.output_checks import VideoTarget, check_video_output, frame_path
 
 
 def at_bit_depth(pixels: np.ndarray, bit_depth: int) -> np.ndarray:

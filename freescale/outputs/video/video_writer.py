@@ -14,12 +14,9 @@ import av
 import numpy as np
 
 from freescale.atomic_files import atomic_write
+from freescale.config.video_outputs import VideoTarget, check_video_output
 from freescale.errors import ConfigError
-from freescale.outputs.image_output import write_sidecar
-from freescale.outputs.video.audio_remux import MUXERS, AudioRemuxer, check_audio_fits
-from freescale.outputs.video.frame_patterns import at_bit_depth, write_frame_pattern
-from freescale.outputs.video.output_checks import VideoTarget, check_video_output
-from freescale.outputs.video.video_info import (
+from freescale.inputs.video_info import (
     BT709_LIMITED,
     MATRIX_RGB,
     RANGE_FULL,
@@ -28,6 +25,9 @@ from freescale.outputs.video.video_info import (
     ColourInfo,
     VideoInfo,
 )
+from freescale.outputs.image_output import write_sidecar
+from freescale.outputs.video.audio_remux import MUXERS, AudioRemuxer, check_audio_fits
+from freescale.outputs.video.frame_patterns import at_bit_depth, write_frame_pattern
 
 DEFAULT_CRF = {"h264": 18, "h265": 20}
 

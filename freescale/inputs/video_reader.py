@@ -12,7 +12,7 @@ import av
 import numpy as np
 
 from freescale.errors import ConfigError
-from freescale.outputs.video.video_info import AudioStreamInfo, ColourInfo, VideoInfo
+from freescale.inputs.video_info import AudioStreamInfo, ColourInfo, VideoInfo
 
 
 class DecodedFrame(NamedTuple):

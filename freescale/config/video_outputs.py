@@ -1,5 +1,5 @@
-"""Checking a video output path and its options before any model loads: the extension, the codec it
-allows, the bit depth, the directory and an existing output."""
+"""Checking a video output path and its options before any model loads (part of validating a config):
+the extension, the codec it allows, the bit depth, the directory and an existing output."""
 
 from __future__ import annotations
 
@@ -8,13 +8,18 @@ import re
 from dataclasses import dataclass
 
 from freescale.errors import ConfigError
-from freescale.outputs.image_output import check_new_output
 
 # Per container: the codecs allowed (the first is the default) and the bit depths it can be fed.
 CONTAINER_CODECS = {".mp4": ("h264", "h265"), ".mov": ("prores", "prores4444"), ".mkv": ("ffv1",)}
 CONTAINER_BIT_DEPTHS = {".mp4": (8,), ".mov": (8, 16), ".mkv": (8, 16)}
 PATTERN_BIT_DEPTHS = {".png": (8,), ".tif": (8, 16), ".tiff": (8, 16)}
 FRAME_NUMBER = re.compile(r"%0(\d)d")
+
+
+def check_new_output(path: str, overwrite: bool) -> None:
+    """Refuse up front an existing output (the final link refuses it again, race-free)."""
+    if not overwrite and os.path.lexists(path):
+        raise ConfigError(f"output {path!r} already exists; pass --overwrite to replace it")
 
 
 @dataclass(frozen=True)

@@ -172,3 +172,16 @@ def test_presets_size_the_upscale(tmp_path):
     recipe = read_recipe(out)
     assert recipe["stages"] == [[64, 64], [128, 128], [256, 256]]
     assert recipe["restart"] == pytest.approx(0.4) and recipe["upsample"] == "latent"
+
+
+def test_the_plan_and_preflight_count_every_frame(tmp_path):
+    from freescale.config.render_config import build_config
+    from freescale.planning.plan import plan_for_config
+
+    values = {"prompt": "x", "motion_adapter": "tiny", "output": str(tmp_path / "o.mp4"), "scale": 4}
+    one, many = (build_config({**values, "frames": n}, 128) for n in (1, 16))
+    single, clip = plan_for_config(one, device="cpu"), plan_for_config(many, device="cpu")
+    for a, b in zip(single.stages, clip.stages, strict=True):
+        assert b.batch == 16 * a.batch
+        assert b.unet_s > 8 * a.unet_s
+    assert clip.peak_bytes > single.peak_bytes and clip.output_s == pytest.approx(16 * single.output_s)

@@ -54,6 +54,9 @@ class PlanRequest:
     blur_channels: bool = default("blur") == "3d"
     dtype_bytes: int = 2  # the UNet's element size: 2 for fp16/bf16 on GPUs, 4 for fp32 (CPUs)
     output_stages: tuple[int, ...] = ()  # stages decoded to files; () means the last
+    # A video's clip length: its spatial layers run on every frame (the UNet batch is frames times the
+    # guidance batch) and each frame is moved between stages and decoded; the motion modules are not counted.
+    frames: int = 1
 
     @property
     def restart_step(self) -> int:
@@ -147,6 +150,7 @@ def make_plan(
     blur_channels: bool = PlanRequest.blur_channels,
     dtype_bytes: int | None = None,
     output_stages: Sequence[int] = (),
+    frames: int = 1,
 ) -> Plan:
     """Predict a render of `stages` ((h, w) pixels, base first) on `workers` workers. Nothing is loaded:
     `model` is a ModelSpec or what `model_spec` takes ('sdxl', 'tiny', a directory or a file)."""
@@ -159,7 +163,7 @@ def make_plan(
         dtype_bytes = 4 if calibration.name == "cpu" else 2
     request = PlanRequest(
         tuple(tuple(s) for s in stages), workers, fast_mode, cfg_parallel, steps, restart, dilate_tau,
-        guidance, freeu, blur_channels, dtype_bytes, tuple(output_stages),
+        guidance, freeu, blur_channels, dtype_bytes, tuple(output_stages), frames,
     )  # fmt: skip
     plan = plan_request(request, spec, calibration, wire)
     if isinstance(device, str) and device != calibration.name:
@@ -187,7 +191,7 @@ def plan_for_config(
         c.stages, workers, model=spec, device=device, link=link, fast_mode=c.fast_mode,
         cfg_parallel=cfg_parallel, steps=c.steps, restart=c.restart, dilate_tau=c.dilate_tau,
         guidance=c.guidance, freeu=c.freeu is not None, blur_channels=c.blur == "3d", dtype_bytes=dtype,
-        output_stages=outputs,
+        output_stages=outputs, frames=c.frames if c.is_video else 1,
     )  # fmt: skip
 
 
@@ -219,14 +223,14 @@ def _persistent(spec: ModelSpec, r: PlanRequest, index: int, band_rows: int) -> 
     steps = r.steps - (r.restart_step if index else 0)
     targets = steps * latent_bytes(channels, band_rows, w // scale, r.dtype_bytes) if index else 0
     noise = 2 * latent_bytes(channels, h // scale, w // scale, 4)
-    return earlier + targets + noise
+    return (earlier + targets + noise) * r.frames
 
 
 def _base_stage(r: PlanRequest, spec: ModelSpec, device: DeviceCalibration) -> StageEstimate:
     """Rank 0 denoises the base stage alone, with plain attention and the whole guidance batch."""
     h, w = r.stages[0]
     latent = (h // spec.vae_scale, w // spec.vae_scale)
-    batch = 2 if r.guidance > 1.0 else 1
+    batch = (2 if r.guidance > 1.0 else 1) * r.frames
     cost = unet_call_cost(spec.unet, latent, [(0, latent[0])], 0, batch=batch, mode="direct",
                           counts=(1, 1), freeu=r.freeu, dtype_bytes=r.dtype_bytes)  # fmt: skip
     memory = {
@@ -269,7 +273,7 @@ def _upper_stage(
     latent = (size[0] // spec.vae_scale, size[1] // spec.vae_scale)
     counts = scale_counts(size, spec.native_size)
     group = r.workers // 2 if r.cfg_parallel else r.workers
-    batch = 1 if r.cfg_parallel or r.guidance <= 1.0 else 2
+    batch = (1 if r.cfg_parallel or r.guidance <= 1.0 else 2) * r.frames
     bands = row_bands(latent[0], group, spec.unet.align)
     mode = "fast" if r.fast_mode else "freescale"
     steps = r.steps - r.restart_step
@@ -284,14 +288,14 @@ def _upper_stage(
                                   blur_channels=r.blur_channels)  # fmt: skip
             if r.cfg_parallel:  # partners swap their half of the prediction every step
                 band_bytes = latent_bytes(spec.unet.out_channels, band[1] - band[0], latent[1], r.dtype_bytes)
-                cost.send("cfg_swap", band_bytes)
+                cost.send("cfg_swap", band_bytes * r.frames)
             costs.append(cost)
         work = (
             transition_work(previous, size, band, spec.vae_tile, spec.vae_scale)
             if band[1] > band[0]
             else None
         )
-        vae_s = _vae_seconds(device, work)
+        vae_s = _vae_seconds(device, work) * r.frames  # frame after frame, one frame's working set
         kv, borrowed = attention_working_set(
             spec.unet, latent, bands, rank, batch, max(counts), r.dtype_bytes
         )
@@ -332,7 +336,7 @@ def _output_decode(r: PlanRequest, spec: ModelSpec, device: DeviceCalibration) -
         bands = row_bands(rows, min(r.workers, rows), 1)
         works = [output_work(size, (a * spec.vae_scale, b * spec.vae_scale), spec.vae_tile, spec.vae_scale)
                  for a, b in bands]  # fmt: skip
-        seconds += max(_vae_seconds(device, w) for w in works)
+        seconds += max(_vae_seconds(device, w) for w in works) * r.frames
         memory = max(
             [memory] + [vae_bytes(device, w, (size[1], size[1]), spec.vae_tile, vae_dtype) for w in works]
         )

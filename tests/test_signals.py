@@ -15,7 +15,10 @@ from freescale.outputs.checkpoints import CheckpointDir
 # STALL_DIR: fetching a strip stalls once that directory holds a temporary output (an output mid-write);
 # DIE_AT: rank 1 exits at that UNet call of every attempt (a worker lost on every retry).
 RUN_CLI = """
-import os, sys, time
+import os, signal, sys, time
+# As from a terminal: a test run launched in the background (a CI job) hands its children an ignored
+# SIGINT, which the CLI rightly keeps ignored (nohup semantics).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import freescale.rendering.renderer as driver
 from freescale.cli.commands import main
 from freescale.rendering.rank_render import render_on_rank, take_strip
@@ -222,3 +225,27 @@ def test_sigterm_stops_a_batch_and_says_that_a_rerun_continues(tmp_path):
         "(finished outputs are skipped)"
     )
     assert sorted(os.listdir(tmp_path)) == ["prompts.txt", "stderr.txt"]
+
+
+def test_sigterm_to_the_whole_process_group_stops_ray_too(tmp_path):
+    # A scheduler stopping a job (Slurm, systemd) signals every process of it: Ray's raylet, GCS and
+    # workers get the SIGTERM as well, and a graceful Ray shutdown would wait a minute for them.
+    argv = [*ARGS, "--scale", "4", "--steps", "30", "-o", str(tmp_path / "a.png"), "--workers", "2"]
+    process, err = start(tmp_path, [a for a in argv if a != "--quiet"])
+    wait_for(process, tmp_path / "stderr.txt", "step 1/30")
+    assert len(survivors(process.pid)) > 3, "the render's Ray processes were not found"
+    sent = time.monotonic()
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+    elapsed = time.monotonic() - sent
+    left = lingering(process.pid)
+    text = stderr_of(err)
+    assert process.returncode == 143, text
+    assert elapsed < 10, f"took {elapsed:.1f} s to stop"
+    assert left == [], f"processes of the render outlived it: {left}"
+    assert text.splitlines()[-1].startswith("freescale: interrupted (SIGTERM); no checkpoints were kept")
+    assert temporaries(tmp_path) == []

@@ -8,6 +8,42 @@ import os
 import signal
 import threading
 
+# The processes of the embedded Ray this command started (GCS, raylet, dashboard, agents): our children;
+# names are read when recorded, as a zombie's name may no longer be readable.
+_STARTED_PROCESSES: list[tuple] = []  # (psutil.Process, its name)
+
+
+def _record_started_processes() -> None:
+    import psutil
+
+    _STARTED_PROCESSES[:] = [(p, _name(p)) for p in psutil.Process().children(recursive=True)]
+
+
+def started_ray_here() -> bool:
+    """Whether this command started the Ray it uses (an embedded, local one: its processes our children)."""
+    return bool(_STARTED_PROCESSES)
+
+
+def _name(process) -> str:
+    import psutil
+
+    try:
+        return process.name()
+    except psutil.Error:
+        return ""
+
+
+def kill_started_processes() -> None:
+    """Kill every process this command started that is still running (the embedded Ray's)."""
+    import psutil
+
+    for process in psutil.Process().children(recursive=True):
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+    _STARTED_PROCESSES.clear()
+
 
 class RaySession:
     """`with RaySession(address) as session:` ... `session.ensure()` before anything asks Ray."""
@@ -28,6 +64,7 @@ class RaySession:
         handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         # Ray's own INFO/WARNING lines would drown the progress display; errors still show.
         ray.init(address=self.address, ignore_reinit_error=True, logging_level=logging.ERROR)
+        _record_started_processes()
         if threading.current_thread() is threading.main_thread():
             for signum, handler in handlers.items():
                 if callable(handler):
@@ -47,5 +84,10 @@ class RaySession:
         if self.started:
             import ray
 
-            ray.shutdown()
+            interrupted = isinstance(exc_info[1], KeyboardInterrupt)
+            if interrupted and started_ray_here():
+                # A signal to the whole process group (a scheduler stopping a job) also reaches Ray's own
+                # processes, and every Ray call, ray.shutdown included, would then wait a minute for them.
+                kill_started_processes()
+            ray.shutdown()  # quick once they are gone: it is half-stopped ones that it waits for
             self.started = False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,7 +15,7 @@ from ray.exceptions import NodeDiedError, OutOfMemoryError, RayActorError, Worke
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from freescale.cluster.ray.checkpoint_queue import CheckpointQueue
-from freescale.cluster.ray.session import RaySession
+from freescale.cluster.ray.session import RaySession, kill_started_processes, started_ray_here
 from freescale.cluster.ray.worker import RenderWorker
 from freescale.errors import ConfigError
 from freescale.method.snapshots import CheckpointSink
@@ -101,6 +103,7 @@ class WorkerPool:
         self._pids: list[int] = []
         self._nodes: list[str] = []
         self._broken = False
+        self._interrupted = False  # a signal stopped a call (see shutdown)
         # Calls a failed or interrupted gather left unread: read in `shutdown`, so that Ray does not print
         # their errors (the survivors' broken collectives, after the culprit is named) as "Unhandled".
         self._unread: list[Any] = []
@@ -214,6 +217,22 @@ class WorkerPool:
     def shutdown(self) -> None:
         """Kill every actor, remove the placement group and stop Ray if this pool started it; idempotent."""
         actors, self._actors = self._actors, []
+        if self._interrupted and started_ray_here():
+            # Stopped by a signal, which may have reached Ray's own processes too (sent to the whole process
+            # group): Ray calls could wait a minute for them. The workers of an embedded Ray are local
+            # processes, killed by pid (orphaned, they are no longer our children); the session kills the
+            # rest.
+            for pid in self._pids if actors else []:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            self._unread, self._pg = [], None
+            if self._started_ray:  # a pool that started Ray itself (not in a command's session)
+                kill_started_processes()
+                ray.shutdown()
+                self._started_ray = False
+            return
         if actors and not self._broken:
             # Leave the group cleanly when it is healthy; a broken one could block, so it is just killed.
             try:
@@ -295,8 +314,9 @@ class WorkerPool:
         does not return (a failure, or an interruption while waiting) leaves the pool unusable."""
         try:
             return self._gather_all(refs, ranks)
-        except BaseException:
+        except BaseException as exc:
             self._broken = True  # some calls may still run: shutdown must not wait for them
+            self._interrupted = self._interrupted or isinstance(exc, KeyboardInterrupt)
             self._unread += refs
             raise
 

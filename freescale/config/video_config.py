@@ -44,9 +44,8 @@ def _input_stages(values: dict[str, Any], stages: Any, size: Any, scale: Any, ru
 
     path = values["input"]
     info = read_video_info(path)
-    for key in ("fps",):
-        if values.get(key) is not None:
-            raise ConfigError(f"{_flag(key)} does not apply with --input: the clip's frame timing is kept")
+    if values.get("fps") is not None:
+        raise ConfigError("--fps does not apply with --input: the clip's frame timing is kept")
     frames = values.get("frames")
     if frames is not None and parse_number(frames, "--frames", int) != info.frame_count:
         raise ConfigError(

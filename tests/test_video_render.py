@@ -185,3 +185,25 @@ def test_the_plan_and_preflight_count_every_frame(tmp_path):
         assert b.batch == 16 * a.batch
         assert b.unet_s > 8 * a.unet_s
     assert clip.peak_bytes > single.peak_bytes and clip.output_s == pytest.approx(16 * single.output_s)
+
+
+def test_a_batch_of_video_jobs_and_its_rerun(tmp_path, capsys):
+    (tmp_path / "clips").mkdir()
+    assert main(["make-test-clip", str(tmp_path / "clips" / "a.mp4"), "--frames", "3"]) == 0
+    jobs = tmp_path / "clips" / "jobs.yaml"
+    jobs.write_text(
+        "defaults: {steps: 3, dilate_tau: 2, motion_adapter: tiny}\n"
+        "jobs:\n"
+        "  - {input: a.mp4, output: a-2x.mp4, strength: 0.5}\n"  # relative to the jobs file
+        "  - {input: missing.mp4, output: b-2x.mp4}\n"
+        "  - {prompt: a koi pond, frames: 2, output: koi.mkv}\n"
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["batch", str(jobs), "--output-dir", str(out), "--quiet"]) == 1
+    assert "batch: 2 done, 0 skipped, 1 failed" in capsys.readouterr().err
+    assert read_video_info(str(out / "a-2x.mp4")).frame_count == 3
+    assert audio_packets(str(out / "a-2x.mp4")) == audio_packets(str(tmp_path / "clips" / "a.mp4"))
+    assert read_video_info(str(out / "koi.mkv")).frame_count == 2
+    assert main(["batch", str(jobs), "--output-dir", str(out), "--quiet"]) == 1
+    assert "batch: 0 done, 2 skipped, 1 failed" in capsys.readouterr().err

@@ -25,7 +25,7 @@ BATCH_FLAGS = frozenset(
     {"--output-dir", "--quiet", "--allow-outside", "--allow-pickle"}
     | {flag for o in section("cluster").options for flag in o.cli_flags}
 )
-_PATH_KEYS = ("output", "image", "mask")
+_PATH_KEYS = ("output", "image", "mask", "input")
 _FLAG = re.compile(r"--([a-z][a-z0-9-]*)")
 
 
@@ -79,7 +79,7 @@ def _read_prompts(path: str) -> list[dict[str, Any]]:
 def load_jobs(path: str, output_dir: str | None = None) -> list[dict[str, Any]]:
     """Jobs from YAML ({defaults: {...}, preset: NAME, jobs: [...]} or a list) or a prompts file (one per
     line). Relative outputs are relative to `output_dir` (default: the jobs file's folder), relative
-    images and masks to the jobs file's folder. A bad file is an error; a bad job is left to plan_items,
+    images, masks and input clips to the jobs file's folder. A bad file is an error; a bad job is left to plan_items,
     but the model settings, shared by every job, are checked here."""
     if not os.path.isfile(path):
         raise ConfigError(f"batch file {path}: no such file")

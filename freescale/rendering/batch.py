@@ -79,8 +79,8 @@ def _read_prompts(path: str) -> list[dict[str, Any]]:
 def load_jobs(path: str, output_dir: str | None = None) -> list[dict[str, Any]]:
     """Jobs from YAML ({defaults: {...}, preset: NAME, jobs: [...]} or a list) or a prompts file (one per
     line). Relative outputs are relative to `output_dir` (default: the jobs file's folder), relative
-    images, masks and input clips to the jobs file's folder. A bad file is an error; a bad job is left to plan_items,
-    but the model settings, shared by every job, are checked here."""
+    images, masks and input clips to the jobs file's folder. A bad file is an error; a bad job is left to
+    plan_items, but the model settings, shared by every job, are checked here."""
     if not os.path.isfile(path):
         raise ConfigError(f"batch file {path}: no such file")
     base = os.path.dirname(os.path.abspath(path))

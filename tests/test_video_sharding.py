@@ -22,7 +22,7 @@ def _variants(tmp) -> dict:
         "text": {"prompt": "a red fox", "frames": FRAMES, "scale": 2},
         "input": {"input": clip, "prompt": "a fox", "size": "128x96"},
         "input-rgb": {"input": clip, "upsample": "rgb", "scale": 2},
-        "text-x4": {"prompt": "a fox", "frames": FRAMES, "scale": 4, "model": "tiny-sd15"},
+        "text-sd15": {"prompt": "a fox", "frames": FRAMES, "scale": 2, "model": "tiny-sd15"},
     }
 
 
@@ -61,7 +61,7 @@ def one_rank(tmp_path_factory):
 
 @pytest.mark.parametrize(
     "world, names, cfg_parallel",
-    [(2, ["text", "input-rgb"], False), (3, ["input"], False), (4, ["text-x4"], False),
+    [(2, ["text", "input-rgb"], False), (3, ["input"], False), (4, ["text-sd15"], False),
      (4, ["text", "input"], True)],
 )  # fmt: skip
 def test_sharded_video_equals_one_rank(one_rank, world, names, cfg_parallel):

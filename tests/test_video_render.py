@@ -124,6 +124,7 @@ def test_bad_input_exits_2_before_any_model_loads(tmp_path, capsys, no_model_loa
     pcm = make_clip(str(tmp_path / "pcm.mkv"), audio="pcm_s16le")
     (tmp_path / "text.mp4").write_text("no video here\n" * 10)
     (tmp_path / "taken.mp4").write_bytes(b"mine")
+    (tmp_path / "folder.mkv").mkdir()
     out = str(tmp_path / "o.mp4")
     cases = {
         "is not a video FFmpeg can read": ["--input", str(tmp_path / "text.mp4"), "-o", out],
@@ -143,6 +144,7 @@ def test_bad_input_exits_2_before_any_model_loads(tmp_path, capsys, no_model_loa
         "--codec 'prores' cannot be written to .mp4": ["x", "--codec", "prores", "-o", out],
         "--crf 60 must be in 0..51": ["x", "--crf", "60", "-o", out],
         "the prompt is empty": ["", "-o", out],
+        "is a directory": ["x", "-o", str(tmp_path / "folder.mkv")],
     }
     for message, args in cases.items():
         assert main(["video", *args, "--quiet"]) == 2, message

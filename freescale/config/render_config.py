@@ -166,6 +166,7 @@ def _validate_video(c: RenderConfig) -> None:
         raise ConfigError(f"frame size {c.frame_size} must be given and fit in the last stage")
     # Existing outputs are refused by the command (check_outputs_free), as for images.
     check_video_output(c.output, c.codec, c.bit_depth, overwrite=True)
+    check_output_place(c.output)  # not a directory, in a folder that takes new files
 
 
 def _validate_stages(stages: tuple[Size, ...], native: int) -> None:

@@ -8,29 +8,21 @@ import os
 import signal
 import threading
 
-# The processes of the embedded Ray this command started (GCS, raylet, dashboard, agents): our children;
-# names are read when recorded, as a zombie's name may no longer be readable.
-_STARTED_PROCESSES: list[tuple] = []  # (psutil.Process, its name)
+# Whether this command's ray.init started an embedded Ray (its GCS, raylet, dashboard and agents are then
+# our children), which an interrupted command kills rather than waits for.
+_started_embedded = False
 
 
 def _record_started_processes() -> None:
     import psutil
 
-    _STARTED_PROCESSES[:] = [(p, _name(p)) for p in psutil.Process().children(recursive=True)]
+    global _started_embedded
+    _started_embedded = bool(psutil.Process().children(recursive=True))
 
 
 def started_ray_here() -> bool:
     """Whether this command started the Ray it uses (an embedded, local one: its processes our children)."""
-    return bool(_STARTED_PROCESSES)
-
-
-def _name(process) -> str:
-    import psutil
-
-    try:
-        return process.name()
-    except psutil.Error:
-        return ""
+    return _started_embedded
 
 
 def kill_started_processes() -> None:
@@ -42,7 +34,8 @@ def kill_started_processes() -> None:
             process.kill()
         except psutil.Error:
             pass
-    _STARTED_PROCESSES.clear()
+    global _started_embedded
+    _started_embedded = False
 
 
 class RaySession:

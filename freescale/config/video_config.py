@@ -11,7 +11,7 @@ from freescale.errors import ConfigError
 from freescale.tiling.stages import Size, input_stages, round_up
 
 # The settings only `freescale video` takes (an image render refuses them).
-VIDEO_KEYS = tuple(k for k in section_keys("video") if k != "frame_size")
+VIDEO_KEYS = section_keys("video")
 
 
 def _flag(key: str) -> str:

@@ -77,7 +77,9 @@ def test_stopped_driver_resumes_mid_stage_to_the_same_image(tmp_path, monkeypatc
     assert np.array_equal(pixels(plain), pixels(resumed))
 
 
-def dies_once_in_stage_three(state, config, cfg_parallel=False, resume=None, stages=None, quiet=False):
+def dies_once_in_stage_three(
+    state, config, cfg_parallel=False, resume=None, stages=None, quiet=False, **chunks
+):
     """render_on_rank, except that rank 1 dies at its 6th UNet call (stage 3, step 3) the first time."""
     marker = config.output + ".died"
     calls = []
@@ -90,7 +92,7 @@ def dies_once_in_stage_three(state, config, cfg_parallel=False, resume=None, sta
 
     handle = state.model.pipe.unet.register_forward_pre_hook(count, with_kwargs=True)
     try:
-        return render_on_rank(state, config, cfg_parallel, resume, stages, quiet)
+        return render_on_rank(state, config, cfg_parallel, resume, stages, quiet, **chunks)
     finally:
         handle.remove()
 

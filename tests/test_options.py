@@ -28,6 +28,8 @@ TODAYS_FIELDS = {
 TODAYS_FIELDS.update({
     "allow_pickle": False, "motion_adapter": None, "frames": None, "fps": None, "input": None,
     "upsample": "latent", "codec": None, "crf": None, "frame_size": None,
+    "window": None, "window_stride": 4, "window_weights": "pyramid", "noise": "random", "chunk_frames": 64,
+    "chunk_overlap": 8,
 })  # fmt: skip
 OUTPUT_KEYS = {"output", "overwrite", "save_stages", "bit_depth", "dpi", "pyramid"}
 
@@ -69,7 +71,7 @@ def test_key_lists_are_derived_from_the_sections():
     assert MODEL_KEYS == options.section_keys("model")
     assert set(options.number_fields()) == {
         "steps", "seed", "dilate_tau", "bit_depth", "dpi", "guidance", "cosine_scale", "cosine_scale_bg",
-        "restart", "frames", "fps", "crf",
+        "restart", "frames", "fps", "crf", "window", "window_stride", "chunk_frames", "chunk_overlap",
     }  # fmt: skip
 
 
@@ -81,7 +83,8 @@ def test_render_flags_are_the_definitions():
     everything |= {o.off_flag[0] for o in options.all_options() if o.off_flag}
     video_flags = {flag for o in options.section("video").options for flag in o.cli_flags}
     assert video_flags == {"--motion-adapter", "--frames", "--fps", "--input", "--strength", "--upsample",
-                           "--codec", "--crf"}  # fmt: skip
+                           "--window", "--window-stride", "--window-weights", "--noise", "--chunk-frames",
+                           "--chunk-overlap", "--codec", "--crf"}  # fmt: skip
     expected = everything - video_flags
     assert flags_of(render) == expected and flags_of(video) == everything
     assert expected >= {
@@ -140,20 +143,20 @@ def test_plan_flags_mirror_the_render_options():
 
 
 def test_a_new_option_reaches_presets_the_cli_and_render_config():
-    window = Option("window", "frames per motion window", type=int, default=16)
-    stride = Option("window_stride", "frames between windows", type=int, default=4, preset=False)
-    temporal = Section("temporal", "temporal windows", (window, stride))
-    sections = SECTIONS + (temporal,)
-    assert "window" in options.preset_keys(sections)
-    assert "window_stride" not in options.preset_keys(sections)
-    assert options.section_keys("temporal", sections) == ("window", "window_stride")
-    assert options.number_fields(sections)["window"] is int
+    grain = Option("grain", "film grain strength", type=int, default=16)
+    stride = Option("grain_stride", "frames between grain draws", type=int, default=4, preset=False)
+    film = Section("film", "film grain", (grain, stride))
+    sections = SECTIONS + (film,)
+    assert "grain" in options.preset_keys(sections)
+    assert "grain_stride" not in options.preset_keys(sections)
+    assert options.section_keys("film", sections) == ("grain", "grain_stride")
+    assert options.number_fields(sections)["grain"] is int
     parser = render_parser(sections)
-    assert {"--window", "--window-stride"} <= flags_of(parser)
-    assert parser.parse_args(["x", "--window", "24"]).window == 24 and parser.parse_args(["x"]).window is None
+    assert {"--grain", "--grain-stride"} <= flags_of(parser)
+    assert parser.parse_args(["x", "--grain", "24"]).grain == 24 and parser.parse_args(["x"]).grain is None
     cls = render_config.config_class(sections)
-    config = cls(prompt="a fox", stages=((128, 128),), native_size=128, window=24)
-    assert config.window == 24 and cls(prompt="a", stages=((128, 128),), native_size=128).window_stride == 4
+    config = cls(prompt="a fox", stages=((128, 128),), native_size=128, grain=24)
+    assert config.grain == 24 and cls(prompt="a", stages=((128, 128),), native_size=128).grain_stride == 4
     # A command option is a flag only: not a preset key, not a field.
     sections = SECTIONS + (Section("temporal", "t", (Option("keyframes", "every Nth frame", role=COMMAND),)),)
     assert "keyframes" not in options.preset_keys(sections)

@@ -34,7 +34,7 @@ def test_two_ray_workers_give_the_one_rank_image(tmp_path):
     assert (tmp_path / "two.stage1-256x256.png").exists()
 
 
-def dies_on_rank_one(state, config, cfg_parallel=False, resume=None, stages=None, quiet=False):
+def dies_on_rank_one(state, config, cfg_parallel=False, resume=None, stages=None, quiet=False, **chunks):
     """render_on_rank, except that rank 1 dies in the middle of the second stage."""
     calls = []
 
@@ -46,7 +46,7 @@ def dies_on_rank_one(state, config, cfg_parallel=False, resume=None, stages=None
     state.model.pipe.unet.register_forward_pre_hook(count, with_kwargs=True)
     from freescale.rendering.rank_render import render_on_rank
 
-    return render_on_rank(state, config, cfg_parallel, resume, stages, quiet)
+    return render_on_rank(state, config, cfg_parallel, resume, stages, quiet, **chunks)
 
 
 def test_dead_worker_fails_the_render_by_name(tmp_path, monkeypatch):
@@ -61,13 +61,16 @@ def test_dead_worker_fails_the_render_by_name(tmp_path, monkeypatch):
     assert not (tmp_path / "o.png").exists()
 
 
-def test_a_video_on_two_ray_workers_is_the_one_rank_video(tmp_path):
+def test_a_long_video_on_two_ray_workers_is_the_one_rank_video(tmp_path):
+    """A clip longer than its chunks and its windows: chunks (0, 3) (2, 5), windows of 2 in each."""
     from freescale.inputs.video_reader import iter_frames, read_video_info
 
-    args = ["video", "a koi pond", "--frames", "2", "--steps", "3", "--seed", "3", "--quiet"]
+    args = ["video", "a koi pond", "--frames", "5", "--chunk-frames", "3", "--chunk-overlap", "1"]
+    args += ["--window", "2", "--window-stride", "1", "--steps", "3", "--seed", "3", "--guidance", "1"]
+    args += ["--quiet"]
     one, two = str(tmp_path / "one.mkv"), str(tmp_path / "two.mkv")
     assert cli.main([*args, "-o", one]) == 0
     assert cli.main([*args, "-o", two, "--workers", "2"]) == 0
     a, b = ([f.pixels.astype(int) for f in iter_frames(read_video_info(p))] for p in (one, two))
-    assert len(a) == len(b) == 2 and a[0].shape == (256, 256, 3)
+    assert len(a) == len(b) == 5 and a[0].shape == (256, 256, 3)
     assert max(np.abs(x - y).max() for x, y in zip(a, b, strict=True)) <= 1

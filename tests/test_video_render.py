@@ -129,7 +129,15 @@ def test_bad_input_exits_2_before_any_model_loads(tmp_path, capsys, no_model_loa
     cases = {
         "is not a video FFmpeg can read": ["--input", str(tmp_path / "text.mp4"), "-o", out],
         "input video .* does not exist": ["--input", str(tmp_path / "none.mp4"), "-o", out],
-        "--frames 17 is more than the motion adapter's window of 16": ["x", "--frames", "17", "-o", out],
+        "--window 17 is more than the .* positional table of 16": ["x", "--window", "17", "-o", out],
+        "--window 0 must be at least 1": ["x", "--window", "0", "-o", out],
+        r"--window-stride 9 must be between 1 and --window \(8\)": [
+            "x",
+            "--window-stride=9",
+            "--window=8",
+            "-o",
+            out,
+        ],
         "--frames 0 must be at least 1": ["x", "--frames", "0", "-o", out],
         r"--strength 0.0 must be in \(0, 1\]": ["--input", clip, "--strength", "0", "-o", out],
         r"--strength 1.5 must be in \(0, 1\]": ["--input", clip, "--strength", "1.5", "-o", out],

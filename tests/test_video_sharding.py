@@ -23,6 +23,16 @@ def _variants(tmp) -> dict:
         "input": {"input": clip, "prompt": "a fox", "size": "128x96"},
         "input-rgb": {"input": clip, "upsample": "rgb", "scale": 2},
         "text-sd15": {"prompt": "a fox", "frames": FRAMES, "scale": 2, "model": "tiny-sd15"},
+        # longer than its window: windows (0, 4) (2, 6) and the tail (3, 7), shuffled noise
+        "text-windows": {
+            "prompt": "a fox",
+            "frames": 7,
+            "window": 4,
+            "window_stride": 2,
+            "noise": "shuffle",
+            "scale": 2,
+            "guidance": 1.0,
+        },
     }
 
 
@@ -61,7 +71,7 @@ def one_rank(tmp_path_factory):
 
 @pytest.mark.parametrize(
     "world, names, cfg_parallel",
-    [(2, ["text", "input-rgb"], False), (3, ["input"], False), (4, ["text-sd15"], False),
+    [(2, ["text", "input-rgb"], False), (3, ["input", "text-windows"], False), (4, ["text-sd15"], False),
      (4, ["text", "input"], True)],
 )  # fmt: skip
 def test_sharded_video_equals_one_rank(one_rank, world, names, cfg_parallel):

@@ -13,6 +13,7 @@ from freescale.cli.render_command import cmd_batch, cmd_render
 from freescale.cli.render_options import add_cluster_options, add_options, add_render_options
 from freescale.config.options import command_sections
 from freescale.errors import ConfigError
+from freescale.rendering.clip_folder import CLIP_EXTENSIONS, FOLDER_KEYS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,13 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
         "batch",
         help="many renders with the model kept warm",
         description="Render every job of a YAML file ({defaults: {...}, preset: NAME, jobs: [{prompt: ..., "
-        "output: ...}, ...]}) or of a prompts file (one prompt per line). Finished outputs are skipped, "
-        "so a rerun completes a batch; a failed job is reported and the others go on.",
+        "output: ...}, ...]}) or of a prompts file (one prompt per line), or with --input-dir upscale every "
+        "clip of a folder. Finished outputs are skipped, so a rerun completes a batch; a failed job is "
+        "reported and the others go on.",
         epilog=interrupts.EXIT_CODES,
         formatter_class=interrupts.ExitCodesFormatter,
     )
-    batch.add_argument("jobs", help="a .yaml/.yml jobs file or a text file of prompts")
-    batch.add_argument("--output-dir", help="where relative outputs go (default: the jobs file's directory)")
+    batch.add_argument("jobs", nargs="?", help="a .yaml/.yml jobs file or a text file of prompts")
+    batch.add_argument(
+        "--output-dir",
+        help="where relative outputs go (default: the jobs file's directory); with --input-dir, the clips'",
+    )
     batch.add_argument("--quiet", action="store_true", help="no progress output")
     batch.add_argument(
         "--allow-outside", action="store_true",
@@ -113,6 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument(
         "--allow-pickle", action="store_true",
         help="also load pickled model weights (.bin, .ckpt, .pt: loading one can run code it carries)",
+    )  # fmt: skip
+    folder = batch.add_argument_group(
+        "folder of clips", f"--input-dir DIR: every clip of DIR ({', '.join(CLIP_EXTENSIONS)}; not its "
+        "subfolders, not hidden files) upscaled to --output-dir/<name> in the codec's container (.mp4 by "
+        "default); the preset, then these flags, give every clip's settings",
+    )  # fmt: skip
+    folder.add_argument("--input-dir", metavar="DIR", help="the folder of clips to upscale, instead of jobs")
+    folder.add_argument("--prompt", help="text guiding every clip's upscale (default: empty)")
+    add_options(
+        folder, ("preset", *(k for k in FOLDER_KEYS if k != "prompt")),
+        bit_depth={"help": "bits per channel; 16 writes .mov (ProRes), or .mkv with --codec ffv1 "
+                   "(default: 8)"},
     )  # fmt: skip
     add_cluster_options(batch)
     batch.set_defaults(run=cmd_batch)

@@ -123,6 +123,15 @@ def worker_lost_line(lost: RuntimeError, command: str, checkpoints: str | None) 
     return f"{text}; {resume_hint(checkpoints, command)}"
 
 
+def _clip_chunks(stored: dict) -> list[tuple[int, int]]:
+    """The chunks of a stored video render (one for an image)."""
+    from freescale.tiling.frame_chunks import frame_chunks
+
+    if not stored.get("motion_adapter"):
+        return [(0, 1)]
+    return frame_chunks(stored["frames"], stored["chunk_frames"], stored["chunk_overlap"])
+
+
 def resume_hint(checkpoints: str | None, command: str = "render") -> str:
     """How to continue a stopped render (`command`: render or video): from its checkpoint directory, or
     (without one) how to keep one."""
@@ -135,9 +144,13 @@ def resume_hint(checkpoints: str | None, command: str = "render") -> str:
         if stored is None:
             return f"{command} starts it again"
         num_stages = len(stored["config"]["stages"])
-        snapshot = directory.load(num_stages)
-        if len(snapshot.finished) == num_stages:
-            return f"{command} writes the outputs (every stage is rendered)"
-        return f"{command} continues from {snapshot.describe()}"
+        chunks = _clip_chunks(stored["config"])
+        for index in range(len(chunks)):
+            chunk = directory.chunk(index) if len(chunks) > 1 else directory
+            snapshot = chunk.load(num_stages)
+            if len(snapshot.finished) < num_stages:
+                where = f"chunk {index + 1}/{len(chunks)}, " if len(chunks) > 1 else ""
+                return f"{command} continues from {where}{snapshot.describe()}"
+        return f"{command} writes the outputs (every stage is rendered)"
     except Exception:  # a checkpoint unreadable now: --resume names it, and continues from an earlier one
         return f"{command} continues from its last good checkpoint"

@@ -4,6 +4,7 @@ process or on Ray workers."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 
@@ -33,10 +34,10 @@ def check_sharding(config, workers: int, cfg_parallel: bool, source) -> None:
     check(config.stages, workers, cfg_parallel, config.guidance, geometry.align_rows, geometry.vae_scale)
 
 
-def preflight_render(config, placement, session: RaySession) -> None:
+def preflight_render(config, placement, session: RaySession):
     """Refuse, before any model is loaded, a render whose estimated memory per worker exceeds the
     devices the workers would get (the smallest free memory Ray reports, in the session the pool will
-    use)."""
+    use). Returns the plan and that memory."""
     from freescale.cluster.ray.device_probe import ray_worker_devices
     from freescale.planning.device_memory import local_device
     from freescale.planning.model_spec import model_spec
@@ -53,6 +54,21 @@ def preflight_render(config, placement, session: RaySession) -> None:
         config, placement.workers, device=found.name, cfg_parallel=placement.cfg_parallel, model=spec
     )
     preflight(plan, found.memory_bytes, available_workers=found.devices)
+    return plan, found.memory_bytes
+
+
+def split_frames(config, placement, plan, memory_bytes: float, progress):
+    """A long clip on several workers: how many chunks render at once (frames x bands), by the cost
+    model, said in the log; the placement with it."""
+    from freescale.planning.frame_split import frame_split
+    from freescale.tiling.frame_chunks import frame_chunks
+
+    chunks = frame_chunks(config.frames, config.chunk_frames, config.chunk_overlap) if config.is_video else []
+    if len(chunks) < 2 or placement.workers < 2:
+        return placement
+    split = frame_split(plan, len(chunks), memory_bytes)
+    progress.note(split.describe(len(chunks)))
+    return dataclasses.replace(placement, frame_groups=split.groups)
 
 
 def check_clip_output(config) -> None:
@@ -94,10 +110,11 @@ def cmd_render(args: argparse.Namespace) -> int:
         workers = args.workers or default_workers(args.address, session)
         check_sharding(config, workers, args.cfg_parallel, source)
         placement = Placement(workers, args.address, args.strategy, args.cfg_parallel, args.max_retries)
-        preflight_render(config, placement, session)
+        plan, memory_bytes = preflight_render(config, placement, session)
         if checkpoints is not None:
             checkpoints.claim(config)  # refuses a directory holding another render
         progress = Progress(quiet=args.quiet)
+        placement = split_frames(config, placement, plan, memory_bytes, progress)
         started = time.monotonic()
         stages = " -> ".join(f"{w}x{h}" for h, w in config.stages)
         progress.note(f"model {config.model}; stages {stages}; {workers} worker(s)")
@@ -112,15 +129,15 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from freescale.models.loading import resolve_model_source
     from freescale.models.native_resolution import native_size_of
     from freescale.progress import Progress
-    from freescale.rendering.batch import load_jobs, output_root, plan_items, run_items, summary
+    from freescale.rendering.batch import load_batch, plan_items, run_items, summary
+    from freescale.rendering.clip_folder import FOLDER_KEYS
     from freescale.rendering.renderer import Placement
 
-    jobs = load_jobs(args.jobs, args.output_dir)
-    if not jobs:
-        raise ConfigError(f"batch file {args.jobs} has no jobs")
+    flags = {k: getattr(args, k) for k in FOLDER_KEYS if getattr(args, k) is not None}
+    jobs, outputs = load_batch(args.jobs, args.input_dir, args.output_dir, args.preset, flags)
     model = (jobs[0].get("model", "tiny"), jobs[0].get("model_config"))
     source = resolve_model_source(*model, args.allow_pickle)
-    root = None if args.allow_outside else output_root(args.jobs, args.output_dir)
+    root = None if args.allow_outside else outputs
     items = plan_items(jobs, native_size_of(source), family_of_source(source), root, args.allow_pickle)
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers {args.workers} must be at least 1")

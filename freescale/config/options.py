@@ -8,6 +8,7 @@ from typing import Any
 
 from freescale.models.families import BUILTIN_MODELS, FAMILIES
 from freescale.tiling.stages import Size
+from freescale.tiling.temporal_windows import WINDOW_WEIGHTS
 
 # Steps between mid-stage checkpoints (outputs/checkpoints.py; here so that the CLI's help needs no torch).
 DEFAULT_CHECKPOINT_EVERY = 5
@@ -22,6 +23,11 @@ UPSAMPLE_MODES = ("latent", "rgb")
 VIDEO_CODECS = ("h264", "h265", "prores", "prores4444", "ffv1")
 DEFAULT_FRAMES = 16  # AnimateDiff's training length
 DEFAULT_FPS = 8.0  # AnimateDiff pipelines' usual export rate
+# Frames per temporal window: the AnimateDiff adapters' training length (their positional tables are longer).
+DEFAULT_WINDOW = 16
+NOISE_MODES = ("random", "shuffle")
+DEFAULT_CHUNK_FRAMES = 64  # four windows' worth: a longer clip is rendered chunk by chunk
+DEFAULT_CHUNK_OVERLAP = 8
 
 REQUIRED = object()  # the default of a RenderConfig field that has none
 # Where an option's value goes.
@@ -166,8 +172,8 @@ SECTIONS: tuple[Section, ...] = (
         Option("motion_adapter", "AnimateDiff motion adapter: 'tiny' (built in, for the built-in models), a "
                "diffusers MotionAdapter directory or a .safetensors file",
                default_help="'tiny' with a built-in model; needed otherwise"),
-        Option("frames", "frames of a text-to-video clip, at most the motion module's window", type=int,
-               default_help=f"{DEFAULT_FRAMES}; with --input, the input's"),
+        Option("frames", "frames of a text-to-video clip; more than --window are rendered in temporal "
+               "windows", type=int, default_help=f"{DEFAULT_FRAMES}; with --input, the input's"),
         Option("fps", "frame rate of a text-to-video clip", type=float,
                default_help=f"{DEFAULT_FPS:g}; with --input, the input's frame timing"),
         Option("input", "video-to-video: upscale this clip (any format FFmpeg reads); it replaces the base "
@@ -178,6 +184,20 @@ SECTIONS: tuple[Section, ...] = (
                default_help=f"1 - --restart ({1 - 0.3:g})"),
         Option("upsample", "between stages: resize each frame's latents, or decode, resize and encode it",
                default="latent", choices=UPSAMPLE_MODES),
+        Option("window", "frames each motion module attends over at once (FreeNoise context windows; a clip "
+               "of at most this many frames is one window)", type=int,
+               default_help=f"{DEFAULT_WINDOW}, at most the adapter's positional table"),
+        Option("window_stride", "frames between the starts of consecutive windows (a last window always ends "
+               "at the last frame)", type=int, default=4),
+        Option("window_weights", "how the windows' results are averaged per frame: pyramid weighs a window's "
+               "middle frames most", default="pyramid", choices=WINDOW_WEIGHTS),
+        Option("noise", "the noise of frames beyond the first window: random, or shuffle (FreeNoise: each "
+               "run of --window-stride frames repeats a shuffle of the frames a window earlier)",
+               default="random", choices=NOISE_MODES),
+        Option("chunk_frames", "a longer clip is rendered in chunks of this many frames, one after another "
+               "(memory stays that of one chunk)", type=int, default=DEFAULT_CHUNK_FRAMES),
+        Option("chunk_overlap", "frames each chunk shares with the one before; they cross-fade from one "
+               "to the other", type=int, default=DEFAULT_CHUNK_OVERLAP),
         Option("codec", "the output's codec: h264 or h265 for .mp4, prores or prores4444 for .mov, ffv1 for "
                ".mkv", choices=VIDEO_CODECS, default_help="the container's first"),
         Option("crf", "H.264/H.265 quality (lower is better)", type=int, default_help="18 for H.264, 20 for "

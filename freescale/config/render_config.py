@@ -16,6 +16,7 @@ from freescale.config.options import (
     DEFAULT_NEGATIVE_PROMPT,
     DTYPES,
     FREEU_DEFAULT,
+    NOISE_MODES,
     REQUIRED,
     SECTIONS,
     STAGE_RULES,
@@ -37,6 +38,7 @@ from freescale.config.presets import (
 )
 from freescale.errors import ConfigError
 from freescale.tiling.stages import Size
+from freescale.tiling.temporal_windows import WINDOW_WEIGHTS
 
 if TYPE_CHECKING:
     from freescale.models.families import ModelFamily
@@ -162,6 +164,19 @@ def _validate_video(c: RenderConfig) -> None:
         raise ConfigError(f"--crf {c.crf} must be in 0..51")
     if c.upsample not in UPSAMPLE_MODES:
         raise ConfigError(f"--upsample {c.upsample!r} is not one of {', '.join(UPSAMPLE_MODES)}")
+    if c.window is None or c.window < 1:
+        raise ConfigError(f"--window {c.window} must be at least 1 frame")
+    if not 1 <= c.window_stride <= c.window:
+        raise ConfigError(f"--window-stride {c.window_stride} must be between 1 and --window ({c.window})")
+    if c.window_weights not in WINDOW_WEIGHTS:
+        raise ConfigError(f"--window-weights {c.window_weights!r} is not one of {', '.join(WINDOW_WEIGHTS)}")
+    if c.chunk_frames < 1:
+        raise ConfigError(f"--chunk-frames {c.chunk_frames} must be at least 1")
+    if not 0 <= c.chunk_overlap < c.chunk_frames:
+        allowed = f"at least 0 and less than --chunk-frames ({c.chunk_frames})"
+        raise ConfigError(f"--chunk-overlap {c.chunk_overlap} must be {allowed}")
+    if c.noise not in NOISE_MODES:
+        raise ConfigError(f"--noise {c.noise!r} is not one of {', '.join(NOISE_MODES)}")
     if c.frame_size is None or any(f > s for f, s in zip(c.frame_size, c.stages[-1], strict=True)):
         raise ConfigError(f"frame size {c.frame_size} must be given and fit in the last stage")
     # Existing outputs are refused by the command (check_outputs_free), as for images.

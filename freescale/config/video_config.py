@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from freescale.config.options import DEFAULT_FPS, DEFAULT_FRAMES, STAGE_RULES, option, section_keys
+from freescale.config.options import (
+    DEFAULT_FPS,
+    DEFAULT_FRAMES,
+    DEFAULT_WINDOW,
+    STAGE_RULES,
+    option,
+    section_keys,
+)
 from freescale.config.parsing import parse_number, parse_stages, resolve_stages, target_size
 from freescale.errors import ConfigError
 from freescale.tiling.stages import Size, input_stages, round_up
@@ -73,11 +80,25 @@ def _input_stages(values: dict[str, Any], stages: Any, size: Any, scale: Any, ru
     return resolved
 
 
+def _window(values: dict[str, Any]) -> int:
+    """--window, by default the adapter's training length; at most its positional table (read without
+    loading it; a pickled adapter's is checked when it loads)."""
+    from freescale.models.motion_adapter import adapter_window
+
+    table = adapter_window(values["motion_adapter"])
+    window = values.get("window")
+    window = min(DEFAULT_WINDOW, table or DEFAULT_WINDOW) if window is None else window
+    window = parse_number(window, "--window", int)
+    if table is not None and window > table:
+        raise ConfigError(
+            f"--window {window} is more than the motion adapter's positional table of {table} frames"
+        )
+    return window
+
+
 def video_stages(values: dict[str, Any], native: int) -> tuple[Size, ...]:
     """Resolve a video render's values in place (frames, fps, restart from --strength, the output frame
     size) and return its stages: from the input clip with --input, else as for an image."""
-    from freescale.models.motion_adapter import adapter_window
-
     _restart_from_strength(values)
     stages, size, scale = values.pop("stages", None), values.pop("size", None), values.pop("scale", None)
     rule = values.pop("stage_rule", "double")
@@ -90,11 +111,5 @@ def video_stages(values: dict[str, Any], native: int) -> tuple[Size, ...]:
         values.setdefault("frames", DEFAULT_FRAMES)
         values.setdefault("fps", DEFAULT_FPS)
         values["frame_size"] = resolved[-1]
-    frames = parse_number(values["frames"], "--frames", int)
-    window = adapter_window(values["motion_adapter"])
-    if window is not None and frames > window:
-        raise ConfigError(
-            f"--frames {frames} is more than the motion adapter's window of {window} frames; longer clips "
-            "need temporal context windows, which are not built yet"
-        )
+    values["window"] = _window(values)
     return resolved

@@ -7,6 +7,8 @@ latents are (1, C, F, h, w): each rank holds the same rows of every frame.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 from collections.abc import Callable
 
@@ -19,9 +21,10 @@ from freescale.config.render_config import RenderConfig
 from freescale.method import vae_transitions, video_transitions
 from freescale.method.detail_mask import cosine_exponent, load_binary_mask
 from freescale.method.freeu import freeu_applied
-from freescale.method.random_draws import keyed_generator, keyed_normal
+from freescale.method.random_draws import clip_noise, keyed_generator, keyed_normal
 from freescale.method.scale_fusion import scale_fusion
 from freescale.method.snapshots import CheckpointEvent, CheckpointSink, Snapshot, supports_mid_stage
+from freescale.method.temporal_windows import WindowSettings, temporal_windows_applied
 from freescale.models.conditioning import Conditioning, encode_conditioning
 from freescale.progress import Progress
 
@@ -113,6 +116,7 @@ class Cascade:
         checkpoint_every: int | None = None,
         on_checkpoint: CheckpointSink | None = None,
         unet=None,
+        frame_range: range | None = None,
     ):
         self.pipe = model.pipe
         self.native = model.native_size
@@ -125,7 +129,9 @@ class Cascade:
         # A video render passes the motion UNet built from the pipeline's image UNet and an adapter.
         self.unet = unet if unet is not None else self.pipe.unet
         self.vae, self.scheduler = self.pipe.vae, self.pipe.scheduler
-        self.frames = config.frames if config.is_video else None
+        # A video renders frames `frame_range` of its clip (a chunk of a long one; default all of them).
+        self.frame_range = (frame_range or range(config.frames)) if config.is_video else None
+        self.frames = len(self.frame_range) if config.is_video else None
         self.shard = shard_context_of(self.unet)
         self.mask = load_binary_mask(config.mask) if config.mask else None
         _check_deterministic_sampler(self.scheduler, self.group.world)
@@ -148,12 +154,30 @@ class Cascade:
             self.pipe, c.prompt, c.negative_prompt, c.guidance, c.stages[0], frames=self.frames
         )
         results = [t.to(self.device, self.dtype) for t in self.snapshot.finished]
-        with freeu_applied(self.unet, c.freeu, self.shard):
+        with freeu_applied(self.unet, c.freeu, self.shard), self._windows():
             if not results:
                 results.append(self._finish(0, self.base_stage(cond)))
             for stage in range(len(results), len(c.stages)):
                 results.append(self._finish(stage, self.upper_stage(stage, results[-1], cond)))
         return results
+
+    def _windows(self) -> contextlib.AbstractContextManager:
+        """A video's motion modules attend over temporal windows (a clip within one window is unchanged)."""
+        c = self.config
+        if self.frames is None:
+            return contextlib.nullcontext()
+        settings = WindowSettings(c.window, c.window_stride, c.window_weights)
+        return temporal_windows_applied(self.unet, settings)
+
+    def _noise(self, shape: tuple[int, ...], purpose: str, stage: int, shuffle: bool = True) -> torch.Tensor:
+        """The keyed noise of a stage (fp32, on the CPU). A video's is drawn frame by frame for its frames
+        of the clip; with --noise shuffle (and `shuffle`) it repeats its first window's (FreeNoise)."""
+        c = self.config
+        if self.frames is None:
+            return keyed_normal(shape, c.seed, purpose, stage)
+        windows = (c.window, c.window_stride) if shuffle and c.noise == "shuffle" else None
+        frame_shape = (*shape[:2], *shape[3:])
+        return clip_noise(frame_shape, self.frame_range, c.seed, purpose, stage, windows)
 
     def _finish(self, stage: int, latents: torch.Tensor) -> torch.Tensor:
         if self.on_checkpoint is not None:
@@ -210,13 +234,15 @@ class Cascade:
         if c.input is not None:
             from freescale.inputs.video_reader import iter_frames, read_video_info
 
-            frames = (frame.pixels for frame in iter_frames(read_video_info(c.input)))
-            noise = keyed_normal(shape, c.seed, "vae-sample", 0)
+            first, last = self.frame_range.start, self.frame_range.stop
+            decoded = itertools.islice(iter_frames(read_video_info(c.input)), first, last)
+            frames = (frame.pixels for frame in decoded)
+            noise = self._noise(shape, "vae-sample", 0, shuffle=False)
             return video_transitions.encode_clip(self.vae, frames, c.stages[0], noise).to(self.dtype)
         self.scheduler.set_timesteps(c.steps, device=self.device)
         first, latents = self._resume_point(0) or (0, None)
         if latents is None:
-            noise = keyed_normal(shape, c.seed, "initial", dtype=self.dtype, device=self.device)
+            noise = self._noise(shape, "initial", 0).to(self.device, self.dtype)
             latents = noise * self.scheduler.init_noise_sigma
         predict = guided_predictor(self.unet, self.scheduler, cond)
         after = self._after_step(0, first)
@@ -228,7 +254,7 @@ class Cascade:
         c, (a, b) = self.config, band
         if self.frames is not None and c.upsample == "latent":
             return video_transitions.upsampled_latents(previous, shape[-2:])[..., a:b, :]
-        noise = keyed_normal(shape, c.seed, "vae-sample", stage)[..., a:b, :]
+        noise = self._noise(shape, "vae-sample", stage, shuffle=False)[..., a:b, :]
         if self.frames is not None:
             return video_transitions.next_stage_frames_band(self.vae, previous, c.stages[stage], band, noise)
         return vae_transitions.next_stage_band(self.vae, previous, c.stages[stage], band, noise)
@@ -240,7 +266,7 @@ class Cascade:
         self.shard.set_stage(shape[-2:])
         a, b = self.shard.band
         x0 = self._restart_source(stage, previous, shape, (a, b)).to(self.device, self.dtype)
-        noise = keyed_normal(shape, c.seed, "restart-noise", stage, dtype=self.dtype, device=self.device)
+        noise = self._noise(shape, "restart-noise", stage).to(self.device, self.dtype)
         self.scheduler.set_timesteps(c.steps, device=self.device)
         first = c.restart_step
         noised = restart_latents(self.scheduler, x0, noise[..., a:b, :], first)

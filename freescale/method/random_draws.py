@@ -32,3 +32,33 @@ def keyed_normal(
     """N(0, I) of `shape`, the same values on every device and every rank."""
     sample = torch.randn(shape, generator=keyed_generator(seed, purpose, stage, step), dtype=torch.float32)
     return sample.to(device=device, dtype=dtype)
+
+
+def clip_noise(
+    frame_shape: tuple[int, ...],
+    frames: range,
+    seed: int,
+    purpose: str,
+    stage: int = 0,
+    shuffle: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """N(0, I) for frames `frames` of a clip, (B, C, len(frames), h, w): each frame its own keyed draw of
+    `frame_shape` (B, C, h, w), so a frame's noise does not depend on which chunk of the clip renders it.
+
+    shuffle (window, stride): FreeNoise's shuffled repetition: frames from `window` on take the noise of
+    a first-window frame (`shuffled_noise_sources`), each shuffle keyed by (seed, purpose, stage, its first
+    frame)."""
+    from freescale.tiling.temporal_windows import shuffled_noise_sources
+
+    sources = list(frames)
+    if shuffle is not None:
+        window, stride = shuffle
+        runs = iter(range(window, frames.stop, stride))
+
+        def permutation(n: int) -> list[int]:
+            generator = keyed_generator(seed, f"{purpose}-shuffle", stage, next(runs))
+            return torch.randperm(n, generator=generator).tolist()
+
+        sources = shuffled_noise_sources(frames.stop, window, stride, permutation)[frames.start :]
+    draws = [keyed_normal(frame_shape, seed, f"{purpose}/frame{f}", stage) for f in sources]
+    return torch.stack(draws, dim=2)

@@ -34,6 +34,7 @@ class CheckpointEvent:
     stage: int
     latents: torch.Tensor  # whole latents, on the CPU
     step: int | None = None  # None: stage finished; else the next step to run
+    chunk: int | None = None  # of a long clip's chunks, the one it belongs to
 
 
 CheckpointSink = Callable[[CheckpointEvent], None]

@@ -53,6 +53,10 @@ class CheckpointDir:
         self.path = path
         self.every = every
 
+    def chunk(self, index: int) -> CheckpointDir:
+        """The checkpoints of chunk `index` of a long clip (`chunk0003/`, the same files as a render's)."""
+        return CheckpointDir(self._file(f"chunk{index:04d}"), self.every)
+
     def _file(self, name: str) -> str:
         return os.path.join(self.path, name)
 
@@ -87,6 +91,7 @@ class CheckpointDir:
         atomic_write(self._file(CONFIG_FILE), lambda temporary: Path(temporary).write_text(text, "utf-8"))
 
     def save(self, event: CheckpointEvent) -> None:
+        os.makedirs(self.path, exist_ok=True)  # a chunk's directory is made by its first checkpoint
         latents = event.latents.detach().cpu().clone()
         if event.step is None:
             _atomic_save(latents, self._file(f"stage{event.stage}.pt"))

@@ -54,8 +54,9 @@ class PlanRequest:
     blur_channels: bool = default("blur") == "3d"
     dtype_bytes: int = 2  # the UNet's element size: 2 for fp16/bf16 on GPUs, 4 for fp32 (CPUs)
     output_stages: tuple[int, ...] = ()  # stages decoded to files; () means the last
-    # A video's clip length: its spatial layers run on every frame (the UNet batch is frames times the
-    # guidance batch) and each frame is moved between stages and decoded; the motion modules are not counted.
+    # A video's frames at once (a long clip's chunk): its spatial layers run on every frame (the UNet batch is
+    # frames times the guidance batch) and each frame is moved between stages and decoded; the motion modules
+    # are not counted.
     frames: int = 1
 
     @property
@@ -191,7 +192,7 @@ def plan_for_config(
         c.stages, workers, model=spec, device=device, link=link, fast_mode=c.fast_mode,
         cfg_parallel=cfg_parallel, steps=c.steps, restart=c.restart, dilate_tau=c.dilate_tau,
         guidance=c.guidance, freeu=c.freeu is not None, blur_channels=c.blur == "3d", dtype_bytes=dtype,
-        output_stages=outputs, frames=c.frames if c.is_video else 1,
+        output_stages=outputs, frames=min(c.frames, c.chunk_frames) if c.is_video else 1,
     )  # fmt: skip
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,8 @@ class BatchItem:
     config: RenderConfig | None = None
     status: str = "pending"  # pending, done, skipped, failed
     message: str = ""
+    frames: int = 0  # a done video job's frames
+    seconds: float = 0.0  # a done job's wall time of rendering and writing
 
 
 def output_root(path: str, output_dir: str | None = None) -> str:
@@ -95,6 +98,34 @@ def load_jobs(path: str, output_dir: str | None = None) -> list[dict[str, Any]]:
     return jobs
 
 
+def load_batch(
+    jobs_file: str | None,
+    input_dir: str | None,
+    output_dir: str | None,
+    preset: str | None = None,
+    flags: dict[str, Any] | None = None,
+) -> tuple[list[dict[str, Any]], str]:
+    """`freescale batch`'s jobs, from a jobs file or (with `input_dir`) one video job a clip whose settings
+    are `preset` and `flags`; and the folder every output must stay in. Both go to plan_items alike."""
+    from freescale.rendering.clip_folder import folder_jobs
+
+    flags = flags or {}
+    if (jobs_file is None) == (input_dir is None):
+        raise ConfigError("give a jobs file or --input-dir DIR (one of them)")
+    if input_dir is not None:
+        jobs = folder_jobs(input_dir, output_dir, preset, flags)
+        check_values({k: jobs[0][k] for k in MODEL_KEYS if k in jobs[0]}, "the batch's settings")
+        return jobs, os.path.abspath(output_dir)
+    given = [k for k, v in (("preset", preset), *flags.items()) if v is not None]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise ConfigError(f"{flag} is for --input-dir; a jobs file gives it in its defaults")
+    jobs = load_jobs(jobs_file, output_dir)
+    if not jobs:
+        raise ConfigError(f"batch file {jobs_file} has no jobs")
+    return jobs, output_root(jobs_file, output_dir)
+
+
 def _in_batch_words(text: str) -> str:
     """A render message as a batch job's: `--steps` is the job's `steps`; batch's own flags stay."""
 
@@ -128,9 +159,15 @@ def _job_config(
     root: str | None,
     allow_pickle: bool,
 ) -> RenderConfig:
+    from freescale.inputs.video_reader import read_video_info
+    from freescale.outputs.video.audio_remux import check_audio_fits
+
     check_values({k: v for k, v in job.items() if k not in MODEL_KEYS}, f"batch job {index}")
     _check_place(job["output"], root)
-    return build_config({**job, "allow_pickle": allow_pickle}, native_size, family=family)
+    config = build_config({**job, "allow_pickle": allow_pickle}, native_size, family=family)
+    if config.is_video and config.input is not None:  # the clip's audio must fit the output's container
+        check_audio_fits(read_video_info(config.input), config.output)
+    return config
 
 
 def _message(exc: Exception) -> str:
@@ -184,9 +221,11 @@ def run_items(items: list[BatchItem], placement, progress: Progress) -> None:
     with Renderer(pending[0].config, placement, progress) as renderer:
         for item in pending:
             progress.note(f"batch item {item.index}: {item.output}")
+            started = time.monotonic()
             try:
                 renderer.render_to_files(item.config)
-                item.status = "done"
+                item.status, item.seconds = "done", time.monotonic() - started
+                item.frames = item.config.frames if item.config.is_video else 0
             except Exception as exc:  # one job's failure is reported, the others run
                 item.status, item.message = "failed", _message(exc)
 
@@ -194,6 +233,11 @@ def run_items(items: list[BatchItem], placement, progress: Progress) -> None:
 def summary(items: list[BatchItem]) -> str:
     counts = {s: sum(item.status == s for item in items) for s in ("done", "skipped", "failed")}
     lines = [f"batch: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed"]
+    videos = [item for item in items if item.status == "done" and item.frames]
+    if videos:
+        frames, seconds = sum(item.frames for item in videos), sum(item.seconds for item in videos)
+        rate = frames / max(seconds, 1e-9)
+        lines.append(f"video: {frames} frames rendered in {seconds:.1f}s, {rate:.2f} frames/s")
     for item in items:
         if item.status == "failed":
             lines.append(f"  item {item.index} ({item.output}) failed: {item.message}")

@@ -3,6 +3,7 @@ its bands, then its rows of each output image as pixel strips, kept for the driv
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -11,8 +12,9 @@ import torch
 
 from freescale.cluster.sharding.rank_state import RankState
 from freescale.config.render_config import RenderConfig
+from freescale.errors import ConfigError
 from freescale.method.cascade import Cascade
-from freescale.method.snapshots import CheckpointSink, Snapshot
+from freescale.method.snapshots import CheckpointEvent, CheckpointSink, Snapshot
 from freescale.progress import Progress
 from freescale.tiling.bands import row_bands
 
@@ -51,6 +53,10 @@ def motion_unet_of(state: RankState, config: RenderConfig):
         state.motion_unet = None  # free the previous one first
         model = state.model
         adapter = load_motion_adapter(config.motion_adapter, model.family.name, config.allow_pickle)
+        table = adapter.config.motion_max_seq_length  # a pickle's is known only now
+        if config.window > table:
+            raise ConfigError(f"--window {config.window} is more than the motion adapter's positional "
+                              f"table of {table} frames")  # fmt: skip
         state.motion_unet = (config.motion_adapter, motion_unet(model, adapter))
     return state.motion_unet[1]
 
@@ -63,9 +69,11 @@ def render_latents(
     cfg_parallel: bool,
     resume: RenderResume,
     unet=None,
+    frames: range | None = None,
 ) -> list[torch.Tensor]:
-    """Run the cascade (on `unet`, default the pipeline's); every stage's whole latents, the same on every
-    rank. With `cfg_parallel` the ranks form two groups, one per half of the guidance batch."""
+    """Run the cascade (on `unet`, default the pipeline's; for a video, on its frames `frames`, default
+    all); every stage's whole latents, the same on every rank. With `cfg_parallel` the ranks form two
+    groups, one per half of the guidance batch."""
     from freescale.cluster.sharding.cfg_split import split_for_cfg
 
     checkpoints = {
@@ -73,6 +81,7 @@ def render_latents(
         "checkpoint_every": resume.every,
         "on_checkpoint": resume.sink,
         "unet": unet,
+        "frame_range": frames,
     }
     with torch.inference_mode():
         if cfg_parallel:
@@ -92,6 +101,32 @@ def _strips(
         yield from pixel_strips(model.pipe.vae, latents, rows, config.bit_depth)
 
 
+@dataclass(frozen=True)
+class ClipChunk:
+    """A chunk of a long clip for one group of ranks: its index (for its checkpoints), its frames [first,
+    last) and the snapshot it starts from."""
+
+    index: int
+    frames: tuple[int, int]
+    snapshot: Snapshot | None = None
+
+
+def _chunk_of(state: RankState, resume: RenderResume, chunks: tuple[ClipChunk, ...], groups: int):
+    """This rank's band group, frames and resume for its group's chunk (None when its group has none)."""
+    from freescale.cluster.sharding.frame_groups import split_for_frames
+
+    index, group = split_for_frames(state.group, groups)
+    if index >= len(chunks):
+        return group, None, resume
+    chunk, sink = chunks[index], resume.sink
+
+    def tagged(event: CheckpointEvent) -> None:
+        sink(dataclasses.replace(event, chunk=chunk.index))
+
+    mine = RenderResume(chunk.snapshot, resume.every, tagged if sink is not None else None)
+    return group, range(*chunk.frames), mine
+
+
 def render_on_rank(
     state: RankState,
     config: RenderConfig,
@@ -99,32 +134,41 @@ def render_on_rank(
     resume: RenderResume | None = None,
     stages: list[int] | None = None,
     quiet: bool = False,
+    chunks: tuple[ClipChunk, ...] = (),
+    frame_groups: int = 1,
 ) -> dict:
     """The rank entry point (`pool.run(render_on_rank, ...)`): render, then this rank's rows of each of
     `stages` (default: the output stages) as strips kept on the rank until the driver takes them with
     `take_strip`, in order. Returns, from rank 0, every stage's latents.
 
-    Progress goes to the state's own reporter (the driver's, in its process); else rank 0 prints plain
-    lines, which Ray forwards to the driver's log, unless `quiet` (the driver's --quiet)."""
+    A video renders all its frames, or with `chunks` the ranks form `frame_groups` equal groups and group
+    g renders chunks[g] (none if there are fewer), sharded over its ranks; a video's strips are held under
+    (stage, frame in the clip). Progress goes to the state's own reporter (the driver's, in its process);
+    else rank 0 prints plain lines, which Ray forwards to the driver's log, unless `quiet`."""
     from freescale.method.vae_transitions import vae_scale
 
     progress = state.progress or Progress(quiet=quiet or state.rank != 0)
     unet = motion_unet_of(state, config)
-    latents = render_latents(
-        state.model, state.group, config, progress, cfg_parallel, resume or RenderResume(), unet
-    )
-    scale = vae_scale(state.model.pipe.vae)
+    resume, group, frames = resume or RenderResume(), state.group, None
+    if config.is_video:
+        frames = range(config.frames)
+        if chunks:
+            group, frames, resume = _chunk_of(state, resume, chunks, frame_groups)
     state.held = {}
+    if frames is None and config.is_video:
+        return {"latents": None}  # no chunk for this group in this round
+    latents = render_latents(state.model, group, config, progress, cfg_parallel, resume, unet, frames)
+    scale = vae_scale(state.model.pipe.vae)
     for stage in output_stages(config) if stages is None else stages:
-        bands = pixel_bands(config, stage, state.world, scale)
-        if state.rank >= len(bands):
+        bands = pixel_bands(config, stage, group.world, scale)
+        if group.rank >= len(bands):
             continue
         # An image's strips are held under its stage; a video's under (stage, frame), frame by frame.
         parts = [(stage, latents[stage])]
         if config.is_video:
-            parts = [((stage, f), latents[stage][:, :, f]) for f in range(config.frames)]
+            parts = [((stage, f), latents[stage][:, :, i]) for i, f in enumerate(frames)]
         for key, frame_latents in parts:
-            strips = _strips(state.model, config, frame_latents, bands[state.rank])
+            strips = _strips(state.model, config, frame_latents, bands[group.rank])
             # One rank decodes as the driver writes, so the image is never held whole; many ranks decode
             # their rows at once while the driver fetches them one rank at a time.
             state.held[key] = strips if state.world == 1 else iter(list(strips))

@@ -17,13 +17,21 @@ import numpy as np
 
 from freescale.cluster.ray.worker_pool import WorkerLost, WorkerPool
 from freescale.config.render_config import RenderConfig
+from freescale.method.snapshots import CheckpointEvent, Snapshot
 from freescale.models.loading import LoadedModel
 from freescale.outputs.checkpoints import CheckpointDir
 from freescale.outputs.image_output import OutputOptions, stage_path
 from freescale.outputs.streaming_output import write_image_strips
 from freescale.progress import Progress
 from freescale.rendering.in_process_pool import InProcessPool
-from freescale.rendering.rank_render import RenderResume, output_stages, render_on_rank, take_strip
+from freescale.rendering.rank_render import (
+    ClipChunk,
+    RenderResume,
+    output_stages,
+    render_on_rank,
+    take_strip,
+)
+from freescale.tiling.frame_chunks import crossfade_weights, frame_chunks
 
 T = TypeVar("T")
 
@@ -38,6 +46,7 @@ class Placement:
     strategy: str = "PACK"
     cfg_parallel: bool = False
     max_retries: int = 0
+    frame_groups: int = 1  # a long clip's chunks rendered at once, each by workers / frame_groups workers
 
     @property
     def in_process(self) -> bool:
@@ -111,6 +120,9 @@ class Renderer:
         stages = output_stages(config)
 
         def attempt() -> None:
+            if config.is_video:
+                self._render_clip(config, written)
+                return
             self._render(config, stages)
             self._write_outputs(config, written)
 
@@ -148,16 +160,35 @@ class Renderer:
 
     def _render(self, config: RenderConfig, stages: list[int]) -> list[dict]:
         """Every rank renders; the strips of `stages` stay on the ranks until fetched."""
-        snapshot = self.checkpoints.load(len(config.stages)) if self.checkpoints else None
+        return self._run_ranks(config, stages, self._snapshot(config, self.checkpoints))
+
+    def _snapshot(self, config: RenderConfig, checkpoints: CheckpointDir | None) -> Snapshot | None:
+        snapshot = checkpoints.load(len(config.stages)) if checkpoints else None
         if snapshot is not None and (snapshot.finished or snapshot.latents is not None):
-            self.progress.note(f"resuming from {snapshot.describe()} ({self.checkpoints.path})")
-        every = self.checkpoints.every if self.checkpoints else None
-        save = self.checkpoints.save if self.checkpoints else None
-        with self.pool.checkpoint_sink(save) as sink:
-            resume = RenderResume(snapshot, every, sink)
-            quiet = self.progress.quiet
+            self.progress.note(f"resuming from {snapshot.describe()} ({checkpoints.path})")
+        return snapshot
+
+    def _run_ranks(
+        self,
+        config: RenderConfig,
+        stages: list[int],
+        snapshot: Snapshot | None,
+        chunks: tuple[ClipChunk, ...] = (),
+        groups: int = 1,
+        chunk_dirs: dict[int, CheckpointDir | None] | None = None,
+    ) -> list[dict]:
+        """render_on_rank on every rank; checkpoints go to the render's directory, a chunk's to its own
+        (`chunk_dirs`)."""
+
+        def save(event: CheckpointEvent) -> None:
+            (chunk_dirs[event.chunk] if event.chunk is not None else self.checkpoints).save(event)
+
+        c = self.checkpoints
+        with self.pool.checkpoint_sink(save if c is not None else None) as sink:
+            resume = RenderResume(snapshot, c.every if c is not None else None, sink)
+            cfg, quiet = self.placement.cfg_parallel, self.progress.quiet
             return self.pool.run(
-                render_on_rank, config, self.placement.cfg_parallel, resume, stages, quiet=quiet
+                render_on_rank, config, cfg, resume, stages, quiet=quiet, chunks=chunks, frame_groups=groups
             )
 
     def _strips(self, key: int | tuple[int, int]) -> Iterator[np.ndarray]:
@@ -171,9 +202,6 @@ class Renderer:
         """Write each output stage's file, appending its path to `written`; files already in `written`
         (from an attempt that lost a worker later) are kept as they are."""
         stamp = recipe(config, self.identity)
-        if config.is_video:
-            self._write_clip(config, stamp, written)
-            return
         options = OutputOptions(dpi=config.dpi, pyramid=config.pyramid)
         dtype = np.uint16 if config.bit_depth == 16 else np.uint8
         last = len(config.stages) - 1
@@ -188,17 +216,56 @@ class Renderer:
             )
             written.append(path)
 
-    def _write_clip(self, config: RenderConfig, stamp: dict, written: list[str]) -> None:
-        """A video's frames, each fetched strip by strip from the ranks as the encoder takes it."""
+    def _render_clip(self, config: RenderConfig, written: list[str]) -> None:
+        """A video, chunk by chunk (`frame_chunks`): each chunk rendered on every rank, then its frames
+        fetched strip by strip and encoded in order; the frames two chunks share cross-fade, so the driver
+        holds at most one overlap of frames, and memory does not grow with the clip's length."""
         from freescale.outputs.video.clip_output import write_clip
 
         if config.output in written:
             return
-        last = len(config.stages) - 1
-        self.progress.note(f"writing {config.output}")
-        frames = (np.concatenate(list(self._strips((last, f)))) for f in range(config.frames))
-        write_clip(config, frames, stamp, self.progress)
+        chunks = frame_chunks(config.frames, config.chunk_frames, config.chunk_overlap)
+        count = f" in {len(chunks)} chunks" if len(chunks) > 1 else ""
+        self.progress.note(f"writing {config.output}{count}")
+        write_clip(config, self._clip_frames(config, chunks), recipe(config, self.identity), self.progress)
         written.append(config.output)
+
+    def _clip_frames(self, config: RenderConfig, chunks: list[tuple[int, int]]) -> Iterator[np.ndarray]:
+        """The clip's last-stage frames in order: `frame_groups` chunks at a time, one per group of ranks,
+        then each chunk's frames fetched from its group, cross-faded where it shares them."""
+        from freescale.outputs.video.clip_output import crossfaded
+
+        last, groups = len(config.stages) - 1, self.placement.frame_groups
+        shared: list[np.ndarray] = []  # the previous chunk's frames that this one renders again
+        for first in range(0, len(chunks), groups):
+            batch = range(first, min(len(chunks), first + groups))
+            if len(chunks) > 1:
+                frames = ", ".join(f"{a}-{b - 1}" for a, b in (chunks[i] for i in batch))
+                which = f"{batch.start + 1}" + (f"-{batch.stop}" if len(batch) > 1 else "")
+                self.progress.note(f"chunk {which}/{len(chunks)}: frames {frames}")
+            dirs = {i: self._chunk_dir(i, chunks) for i in batch}
+            jobs = tuple(ClipChunk(i, chunks[i], self._snapshot(config, dirs[i])) for i in batch)
+            self._run_ranks(config, [last], None, jobs, groups, dirs)
+            for index in batch:
+                start, end = chunks[index]
+                next_start = chunks[index + 1][0] if index + 1 < len(chunks) else end
+                weights = crossfade_weights((start, start + len(shared)))
+                held = []
+                for f in range(start, end):
+                    frame = np.concatenate(list(self._strips((last, f))))
+                    if f - start < len(shared):
+                        frame = crossfaded(shared[f - start], frame, weights[f - start])
+                    if f >= next_start:
+                        held.append(frame)
+                    else:
+                        yield frame
+                shared = held
+
+    def _chunk_dir(self, index: int, chunks: list[tuple[int, int]]) -> CheckpointDir | None:
+        """A chunk's checkpoints: the render's own for a clip of one chunk."""
+        if self.checkpoints is None or len(chunks) == 1:
+            return self.checkpoints
+        return self.checkpoints.chunk(index)
 
 
 def _model_identity(state) -> str:

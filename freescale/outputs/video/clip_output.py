@@ -30,6 +30,13 @@ def fitted_frame(pixels: np.ndarray, part: Size, size: Size) -> np.ndarray:
     return out.astype(pixels.dtype)
 
 
+def crossfaded(earlier: np.ndarray, later: np.ndarray, weight: float) -> np.ndarray:
+    """A frame two chunks of a clip share: `weight` of the later chunk's, the rest the earlier's."""
+    full = 65535.0 if later.dtype == np.uint16 else 255.0
+    mixed = earlier.astype(np.float64) * (1 - weight) + later.astype(np.float64) * weight
+    return np.clip(np.round(mixed), 0, full).astype(later.dtype)
+
+
 def write_clip(config: RenderConfig, frames: Iterable[np.ndarray], recipe: dict, progress: Progress) -> None:
     """Encode the last stage's `frames`, one at a time as they are decoded, to the config's output."""
     info = read_video_info(config.input) if config.input is not None else None

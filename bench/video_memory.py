@@ -135,7 +135,9 @@ class TreePoller:
                 except psutil.Error:
                     continue
                 name, peak = self.peaks.get(process.pid, (command, 0))
-                self.peaks[process.pid] = (name if name.startswith("ray::") else command, max(peak, rss))
+                # A Ray worker's title names its current task (ray::IDLE before it holds an actor).
+                name = command if "RenderWorker" in command else name
+                self.peaks[process.pid] = (name, max(peak, rss))
             self._stop.wait(self.interval)
 
     def stop(self) -> dict:

@@ -129,3 +129,45 @@ def test_resume_refuses_other_settings_and_foreign_directories(tmp_path, capsys)
     # The same settings again: everything is finished, only the outputs are written.
     assert cli.main(["render", "--resume", str(ckpt), "-o", str(tmp_path / "again.png"), "--quiet"]) == 0
     assert np.array_equal(pixels(tmp_path / "a.png"), pixels(tmp_path / "again.png"))
+
+
+def dies_once_in_a_clip(state, config, cfg_parallel=False, resume=None, stages=None, quiet=False, **chunks):
+    """render_on_rank, except that rank 1 dies at its 5th motion-UNet call (stage 2) the first time."""
+    from freescale.rendering.rank_render import motion_unet_of
+
+    marker = config.output + ".died"
+    calls = []
+
+    def count(module, args, kwargs):
+        calls.append(1)
+        if state.rank == 1 and len(calls) == 5 and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)
+
+    handle = motion_unet_of(state, config).register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        return render_on_rank(state, config, cfg_parallel, resume, stages, quiet, **chunks)
+    finally:
+        handle.remove()
+
+
+def test_a_worker_killed_in_a_long_clip_resumes_its_chunk_to_the_same_clip(tmp_path, monkeypatch, capsys):
+    """Two chunks at once, one per worker; the second worker dies in its chunk's second stage."""
+    from freescale.inputs.video_reader import iter_frames, read_video_info
+
+    args = ["video", "a koi pond", "--frames", "5", "--chunk-frames", "3", "--chunk-overlap", "1"]
+    args += ["--window", "2", "--window-stride", "1", "--steps", "3", "--seed", "3", "--guidance", "1"]
+    args += ["--workers", "2"]
+    whole, survived = str(tmp_path / "whole.mkv"), str(tmp_path / "survived.mkv")
+    assert cli.main([*args, "--quiet", "-o", whole]) == 0
+    monkeypatch.setattr(driver, "render_on_rank", dies_once_in_a_clip)
+    ckpt = str(tmp_path / "ckpt")
+    extra = ["--checkpoint-dir", ckpt, "--checkpoint-every", "1", "--max-retries", "1"]
+    assert cli.main([*args, "-o", survived, *extra]) == 0
+    assert os.path.exists(survived + ".died"), "the worker was not killed"
+    log = capsys.readouterr().err
+    assert "frames x bands: 2 x 1" in log and "starting fresh workers (retry 1/1)" in log
+    assert "resuming from stage 2 step" in log
+    a, b = ([f.pixels for f in iter_frames(read_video_info(p))] for p in (whole, survived))
+    assert len(a) == len(b) == 5 and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert sorted(os.listdir(ckpt)) == ["chunk0000", "chunk0001", "render.json"]

@@ -191,10 +191,10 @@ class Renderer:
                 render_on_rank, config, cfg, resume, stages, quiet=quiet, chunks=chunks, frame_groups=groups
             )
 
-    def _strips(self, key: int | tuple[int, int]) -> Iterator[np.ndarray]:
+    def _strips(self, key: int | tuple[int, int], ranks: range | None = None) -> Iterator[np.ndarray]:
         """A stage's image (or with key (stage, frame) a video's frame), top to bottom: strip by strip
-        from the ranks in band order."""
-        for rank in range(self.pool.world):
+        from the ranks (default all; a chunk's: its group's) in band order."""
+        for rank in ranks if ranks is not None else range(self.pool.world):
             while (strip := self.pool.run_on(rank, take_strip, key)) is not None:
                 yield strip
 
@@ -246,13 +246,16 @@ class Renderer:
             dirs = {i: self._chunk_dir(i, chunks) for i in batch}
             jobs = tuple(ClipChunk(i, chunks[i], self._snapshot(config, dirs[i])) for i in batch)
             self._run_ranks(config, [last], None, jobs, groups, dirs)
+            size = self.pool.world // groups
             for index in batch:
+                # Frames two chunks share are held by both groups: take each chunk's from its own.
+                group = range((index - first) * size, (index - first + 1) * size)
                 start, end = chunks[index]
                 next_start = chunks[index + 1][0] if index + 1 < len(chunks) else end
                 weights = crossfade_weights((start, start + len(shared)))
                 held = []
                 for f in range(start, end):
-                    frame = np.concatenate(list(self._strips((last, f))))
+                    frame = np.concatenate(list(self._strips((last, f), group)))
                     if f - start < len(shared):
                         frame = crossfaded(shared[f - start], frame, weights[f - start])
                     if f >= next_start:

@@ -138,3 +138,32 @@ def test_a_render_stopped_in_a_later_chunk_resumes_to_the_same_frames(tmp_path):
 def test_bad_chunks_exit_2(tmp_path, capsys, flags, message):
     assert main(["video", "x", *flags, "-o", str(tmp_path / "o.mkv"), "--quiet"]) == 2
     assert __import__("re").search(message, capsys.readouterr().err)
+
+
+def test_an_input_clip_is_decoded_once_over_its_chunks(tmp_path, monkeypatch):
+    """Chunk after chunk the reader decodes on from where it stopped, the overlap still held; going back
+    further reopens the clip. Then a video-to-video render in chunks reads its input once."""
+    from test_video_io import make_clip
+
+    from freescale.inputs import clip_reader
+    from freescale.inputs.video_reader import iter_frames, read_video_info
+
+    clip = make_clip(str(tmp_path / "in.mp4"), pts=[i * 40 for i in range(8)])
+    every = [frame.pixels for frame in iter_frames(read_video_info(clip))]
+    opened = []
+
+    def counted(info):
+        opened.append(info.path)
+        return iter_frames(info)
+
+    monkeypatch.setattr(clip_reader, "iter_frames", counted)
+    for first, last in frame_chunks(8, 4, 2) + [(3, 5)]:
+        got = list(clip_reader.clip_frames(clip, first, last, keep=2))
+        assert len(got) == last - first
+        assert all(np.array_equal(g, every[first + i]) for i, g in enumerate(got))
+    assert len(opened) == 2  # once for the chunks, once more for (3, 5): behind the two frames kept
+    opened.clear()
+    out = str(tmp_path / "up.mkv")
+    args = ["video", "--input", clip, "--chunk-frames", "4", "--chunk-overlap", "2", "--steps", "2"]
+    assert main([*args, "--dilate-tau", "1", "--guidance", "1", "--quiet", "-o", out]) == 0
+    assert frames_of(out).shape == (8, 96, 128, 3) and len(opened) == 1

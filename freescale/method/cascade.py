@@ -8,7 +8,6 @@ latents are (1, C, F, h, w): each rank holds the same rows of every frame.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 from collections.abc import Callable
 
@@ -232,11 +231,10 @@ class Cascade:
             noise = keyed_normal(shape, c.seed, "vae-sample", 0)
             return vae_transitions.encode_image(self.vae, pixels, noise).to(self.dtype)
         if c.input is not None:
-            from freescale.inputs.video_reader import iter_frames, read_video_info
+            from freescale.inputs.clip_reader import clip_frames
 
-            first, last = self.frame_range.start, self.frame_range.stop
-            decoded = itertools.islice(iter_frames(read_video_info(c.input)), first, last)
-            frames = (frame.pixels for frame in decoded)
+            # A long clip's chunks read on: the frames it shares with the last chunk are still held.
+            frames = clip_frames(c.input, self.frame_range.start, self.frame_range.stop, c.chunk_overlap)
             noise = self._noise(shape, "vae-sample", 0, shuffle=False)
             return video_transitions.encode_clip(self.vae, frames, c.stages[0], noise).to(self.dtype)
         self.scheduler.set_timesteps(c.steps, device=self.device)

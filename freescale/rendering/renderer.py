@@ -165,7 +165,9 @@ class Renderer:
     def _snapshot(self, config: RenderConfig, checkpoints: CheckpointDir | None) -> Snapshot | None:
         snapshot = checkpoints.load(len(config.stages)) if checkpoints else None
         if snapshot is not None and (snapshot.finished or snapshot.latents is not None):
-            self.progress.note(f"resuming from {snapshot.describe()} ({checkpoints.path})")
+            done = len(snapshot.finished) == len(config.stages)
+            where = "its rendered stages" if done else snapshot.describe()
+            self.progress.note(f"resuming from {where} ({checkpoints.path})")
         return snapshot
 
     def _run_ranks(
@@ -217,9 +219,9 @@ class Renderer:
             written.append(path)
 
     def _render_clip(self, config: RenderConfig, written: list[str]) -> None:
-        """A video, chunk by chunk (`frame_chunks`): each chunk rendered on every rank, then its frames
-        fetched strip by strip and encoded in order; the frames two chunks share cross-fade, so the driver
-        holds at most one overlap of frames, and memory does not grow with the clip's length."""
+        """A video, chunk by chunk (`frame_chunks`; several at once on groups of ranks with frame_groups),
+        its frames fetched strip by strip and encoded in order; the frames two chunks share cross-fade, so
+        the driver holds at most one overlap of frames, and memory does not grow with the clip's length."""
         from freescale.outputs.video.clip_output import write_clip
 
         if config.output in written:

@@ -217,3 +217,14 @@ def test_a_batch_of_video_jobs_and_its_rerun(tmp_path, capsys):
     assert read_video_info(str(out / "koi.mkv")).frame_count == 2
     assert main(["batch", str(jobs), "--output-dir", str(out), "--quiet"]) == 1
     assert "batch: 0 done, 2 skipped, 1 failed" in capsys.readouterr().err
+
+
+def test_make_test_clip_makes_its_folder_and_refuses_a_place_it_cannot_write(tmp_path, capsys):
+    clip = tmp_path / "new" / "deeper" / "a.mp4"
+    assert main(["make-test-clip", str(clip), "--frames", "2", "--no-audio"]) == 0
+    assert read_video_info(str(clip)).frame_count == 2
+    (tmp_path / "file").write_text("not a folder")
+    capsys.readouterr()
+    assert main(["make-test-clip", str(tmp_path / "file" / "a.mp4"), "--frames", "2"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "cannot write in" in error, error

@@ -4,6 +4,7 @@ a user's model would be, and make a clip with known motion to upscale."""
 from __future__ import annotations
 
 import argparse
+import os
 
 from freescale.errors import ConfigError
 from freescale.models.families import BUILTIN_MODELS
@@ -33,10 +34,15 @@ def cmd_make_test_model(args: argparse.Namespace) -> int:
 
 
 def cmd_make_test_clip(args: argparse.Namespace) -> int:
+    from freescale.config.output_place import check_output_place
     from freescale.config.parsing import parse_size
     from freescale.outputs.video.synthetic_clips import write_pan_clip
 
     height, width = parse_size(args.size)
+    folder = os.path.dirname(os.path.abspath(args.path))
+    if not os.path.exists(folder):
+        os.makedirs(folder)  # a clip to try things on: its folder is made, as `mkdir -p` would
+    check_output_place(args.path)
     write_pan_clip(args.path, width, height, args.frames, args.fps, audio=not args.no_audio)
     print(f"wrote a {width}x{height} clip of {args.frames} frames to {args.path}")
     return 0

@@ -77,24 +77,28 @@ def test_stopped_driver_resumes_mid_stage_to_the_same_image(tmp_path, monkeypatc
     assert np.array_equal(pixels(plain), pixels(resumed))
 
 
-def dies_once_in_stage_three(
-    state, config, cfg_parallel=False, resume=None, stages=None, quiet=False, **chunks
-):
-    """render_on_rank, except that rank 1 dies at its 6th UNet call (stage 3, step 3) the first time."""
+def render_dying_once(unet, call: int, state, config, *args, **kwargs):
+    """render_on_rank, except that rank 1 dies at `unet`'s `call`-th call the first time (a marker file
+    beside the output remembers it)."""
     marker = config.output + ".died"
     calls = []
 
     def count(module, args, kwargs):
         calls.append(1)
-        if state.rank == 1 and len(calls) == 6 and not os.path.exists(marker):
+        if state.rank == 1 and len(calls) == call and not os.path.exists(marker):
             open(marker, "w").close()
             os._exit(1)
 
-    handle = state.model.pipe.unet.register_forward_pre_hook(count, with_kwargs=True)
+    handle = unet.register_forward_pre_hook(count, with_kwargs=True)
     try:
-        return render_on_rank(state, config, cfg_parallel, resume, stages, quiet, **chunks)
+        return render_on_rank(state, config, *args, **kwargs)
     finally:
         handle.remove()
+
+
+def dies_once_in_stage_three(state, config, *args, **kwargs):
+    """Rank 1 dies at its 6th UNet call (stage 3, step 3) the first time."""
+    return render_dying_once(state.model.pipe.unet, 6, state, config, *args, **kwargs)
 
 
 def test_killed_worker_is_replaced_and_the_render_resumes_to_the_same_image(tmp_path, monkeypatch, capsys):
@@ -131,24 +135,11 @@ def test_resume_refuses_other_settings_and_foreign_directories(tmp_path, capsys)
     assert np.array_equal(pixels(tmp_path / "a.png"), pixels(tmp_path / "again.png"))
 
 
-def dies_once_in_a_clip(state, config, cfg_parallel=False, resume=None, stages=None, quiet=False, **chunks):
-    """render_on_rank, except that rank 1 dies at its 5th motion-UNet call (stage 2) the first time."""
+def dies_once_in_a_clip(state, config, *args, **kwargs):
+    """Rank 1 dies at its 5th motion-UNet call (stage 2) the first time."""
     from freescale.rendering.rank_render import motion_unet_of
 
-    marker = config.output + ".died"
-    calls = []
-
-    def count(module, args, kwargs):
-        calls.append(1)
-        if state.rank == 1 and len(calls) == 5 and not os.path.exists(marker):
-            open(marker, "w").close()
-            os._exit(1)
-
-    handle = motion_unet_of(state, config).register_forward_pre_hook(count, with_kwargs=True)
-    try:
-        return render_on_rank(state, config, cfg_parallel, resume, stages, quiet, **chunks)
-    finally:
-        handle.remove()
+    return render_dying_once(motion_unet_of(state, config), 5, state, config, *args, **kwargs)
 
 
 def test_a_worker_killed_in_a_long_clip_resumes_its_chunk_to_the_same_clip(tmp_path, monkeypatch, capsys):

@@ -10,11 +10,19 @@ from typing import TextIO
 
 class Progress:
     """Call `step(stage, num_stages, step, steps)` after each denoising step, `frame(done, total)` as a
-    clip is written, `note(text)` for events."""
+    clip is written, `note(text)` for events, `warn(text)` for warnings: shown unless quiet, or as
+    `warnings` says (a rank that reports no progress still warns unless the render is --quiet)."""
 
-    def __init__(self, stream: TextIO | None = None, quiet: bool = False, line_every: float = 5.0):
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        quiet: bool = False,
+        line_every: float = 5.0,
+        warnings: bool | None = None,
+    ):
         self.stream = stream if stream is not None else sys.stderr
         self.quiet = quiet
+        self.warnings = not quiet if warnings is None else warnings
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.line_every = line_every
         self._stage_start = time.monotonic()
@@ -28,6 +36,11 @@ class Progress:
 
     def note(self, text: str) -> None:
         if not self.quiet:
+            self._end_bar()
+            print(text, file=self.stream, flush=True)
+
+    def warn(self, text: str) -> None:
+        if self.warnings:
             self._end_bar()
             print(text, file=self.stream, flush=True)
 

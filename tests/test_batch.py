@@ -3,7 +3,9 @@
 import os
 import re
 
+import numpy as np
 import pytest
+import yaml
 
 from freescale.cli import commands as cli
 from freescale.models import loading as model_loading
@@ -52,16 +54,34 @@ def test_a_failing_item_does_not_stop_the_others(tmp_path, capsys, monkeypatch):
     jobs.write_text(JOBS.replace("steps: 0", "steps: 3"))
     real = driver.Renderer.render_to_files
 
-    def flaky(self, config):
+    def flaky(self, config, *args):
         if config.output.endswith("bad.png"):
             raise RuntimeError("out of memory on item 1")
-        return real(self, config)
+        return real(self, config, *args)
 
     monkeypatch.setattr(driver.Renderer, "render_to_files", flaky)
     assert cli.main(["batch", str(jobs), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "batch: 2 done, 0 skipped, 1 failed" in err and "RuntimeError: out of memory on item 1" in err
     assert (tmp_path / "bird.png").exists()
+
+
+def test_a_video_job_after_an_image_job_is_the_video_alone(tmp_path, capsys):
+    """The image render leaves the warm UNet's layers in their band versions; the motion UNet built from it
+    after must be the one a fresh model gives."""
+    from freescale.inputs.video_reader import iter_frames, read_video_info
+
+    video = {"prompt": "a koi pond", "frames": 2, "codec": "ffv1", "guidance": 1, "scale": 2, "steps": 1}
+    video["motion_adapter"] = "tiny"
+    jobs = tmp_path / "jobs.yaml"
+    image = {"prompt": "a fox", "output": "fox.png", "scale": 2, "steps": 1}
+    jobs.write_text(yaml.safe_dump({"jobs": [image, {**video, "output": "pond.mkv"}]}))
+    assert cli.main(["batch", str(jobs), "--quiet"]) == 0, capsys.readouterr().err
+    alone = str(tmp_path / "alone.mkv")
+    args = ["--frames", "2", "--codec", "ffv1", "--guidance", "1", "--scale", "2", "--steps", "1", "--quiet"]
+    assert cli.main(["video", "a koi pond", *args, "-o", alone]) == 0
+    a, b = ([f.pixels for f in iter_frames(read_video_info(p))] for p in (str(tmp_path / "pond.mkv"), alone))
+    assert len(a) == len(b) == 2 and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def test_prompts_file(tmp_path, capsys):
@@ -134,11 +154,11 @@ def test_bad_jobs_fail_alone_and_the_others_render(tmp_path, capsys, monkeypatch
     jobs.write_text(BAD_JOBS.replace("OUTSIDE", str(outside / "abs.png")))
     real, rendered = driver.Renderer.render_to_files, []
 
-    def render_or_raise(self, config):
+    def render_or_raise(self, config, *args):
         rendered.append(os.path.basename(config.output))
         if config.output.endswith("raises.png"):
             raise ZeroDivisionError("not a known kind of failure")
-        return real(self, config)
+        return real(self, config, *args)
 
     monkeypatch.setattr(driver.Renderer, "render_to_files", render_or_raise)
     assert cli.main(["batch", str(jobs), "--quiet"]) == 1

@@ -109,6 +109,8 @@ def test_the_container_follows_the_codec_and_bit_depth(clips, tmp_path):
          "--bit-depth 16 is not allowed for .mp4"),
         (["--input-dir", "{clips}", "--output-dir", "{tmp}", "--model", "{tmp}"],
          "--motion-adapter is needed"),
+        (["--input-dir", "{good}", "--output-dir", "{tmp}", "--steps", "0"],
+         "every job: steps 0 must be at least 1"),
     ],
 )  # fmt: skip
 def test_bad_input_exits_2_before_any_model_loads(arguments, message, clips, tmp_path, capsys, counters):
@@ -116,9 +118,13 @@ def test_bad_input_exits_2_before_any_model_loads(arguments, message, clips, tmp
     empty.mkdir()
     (empty / ".hidden.mp4").write_bytes((clips / "a.mp4").read_bytes())
     (empty / "notes.txt").write_text("not a clip")
+    good = tmp_path / "good"  # clips every job of which a bad flag fails alike
+    good.mkdir()
+    for name in ("a.mp4", "b.mkv"):
+        (good / name).write_bytes((clips / name).read_bytes())
     jobs = tmp_path / "jobs.yaml"
     jobs.write_text('jobs:\n  - {prompt: "a red fox", output: fox.png}\n')
-    places = {"tmp": tmp_path, "empty": empty, "jobs": jobs, "clips": clips}
+    places = {"tmp": tmp_path, "empty": empty, "jobs": jobs, "clips": clips, "good": good}
     assert main(["batch", *(a.format(**places) for a in arguments), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err

@@ -24,7 +24,7 @@ def no_loading(monkeypatch):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["x", "--size", "1000x1000"], "--size 1000x1000 must be a whole multiple of the model's native 128"),
+        (["x", "--size", "1000x0"], "--size 1000x0 must be positive on each side"),
         (["x", "--stages", "128,200"], "200x200 is not a multiple of 64"),
         (["x", "--stages", "256,128"], "128x128 is not larger than the previous stage 256x256"),
         (["x", "--steps", "0"], "--steps 0 must be at least 1"),

@@ -51,7 +51,7 @@ def render_chunks(group, output: str, chunks: tuple, frame_groups: int) -> dict[
     model = load_model(resolve_model_source("tiny"), device="cpu")
     state = RankState(group.rank, group.world, group, model, model.device)
     config = build_config({**VALUES, "output": output}, native_size=128)
-    render_on_rank(state, config, chunks=chunks, frame_groups=frame_groups)
+    render_on_rank(state, config, chunks=chunks, groups=frame_groups)
     rows = {}
     for chunk in chunks:
         for f in range(*chunk.frames):

@@ -31,6 +31,10 @@ TODAYS_FIELDS.update({
     "window": None, "window_stride": 4, "window_weights": "pyramid", "noise": "random", "chunk_frames": 64,
     "chunk_overlap": 8,
 })  # fmt: skip
+# The exact image size of any --size, --print or --aspect (tests/test_print_sizes.py).
+TODAYS_FIELDS.update({"fit": "crop", "image_size": None})
+# --scheduler (tests/test_samplers.py): None is the model's own.
+TODAYS_FIELDS.update({"scheduler": None})
 OUTPUT_KEYS = {"output", "overwrite", "save_stages", "bit_depth", "dpi", "pyramid"}
 
 
@@ -58,6 +62,7 @@ def test_render_config_fields_are_the_definitions_and_todays():
 def test_key_lists_are_derived_from_the_sections():
     settings = set(TODAYS_FIELDS) - {"native_size", "frame_size"}
     settings |= {"size", "scale", "stage_rule", "strength"}
+    settings |= {"print_size", "landscape", "aspect"}
     # Neither a preset nor a recipe from someone else may turn on pickle loading.
     assert presets.PRESET_KEYS == settings - {"overwrite", "allow_pickle"} == options.preset_keys()
     assert render_config.PRESET_KEYS is presets.PRESET_KEYS
@@ -86,7 +91,9 @@ def test_render_flags_are_the_definitions():
                            "--window", "--window-stride", "--window-weights", "--noise", "--chunk-frames",
                            "--chunk-overlap", "--codec", "--crf"}  # fmt: skip
     expected = everything - video_flags
-    assert flags_of(render) == expected and flags_of(video) == everything
+    image_flags = {flag for o in options.section("image_size").options for flag in o.cli_flags}
+    assert image_flags == {"--print", "--landscape", "--aspect", "--fit"}
+    assert flags_of(render) == expected and flags_of(video) == everything - image_flags
     assert expected >= {
         "--model", "--model-config", "--device", "--dtype", "--size", "--scale", "--stages", "--stage-rule",
         "--steps", "--guidance", "--seed", "--negative-prompt", "--cosine-scale", "--cosine-scale-bg",

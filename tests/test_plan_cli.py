@@ -32,7 +32,7 @@ def test_plan_checks_a_device_size(capsys):
 def test_plan_bad_input_exits_2(capsys):
     assert cli.main(["plan", "--workers", "0"]) == 2
     assert "--workers 0" in capsys.readouterr().err
-    assert cli.main(["plan", "--size", "1000x1000"]) == 2
+    assert cli.main(["plan", "--size", "1000x100"]) == 2  # beyond the trained shapes
     assert cli.main(["plan", "--workers", "3", "--cfg-parallel"]) == 2
     assert cli.main(["plan", "--device-memory", "-1"]) == 2
 

@@ -34,7 +34,7 @@ def test_default_stages_double_up_to_the_target():
 @pytest.mark.parametrize(
     "values, message",
     [
-        ({"size": "3000x3000"}, "whole multiple of the model's native 1024"),
+        ({"size": "3000x300"}, "--size 3000x300 is beyond the model's trained shapes"),
         ({"stages": "1024,2000"}, "2000x2000 is not a multiple of 64"),
         ({"stages": "1024,2048,2048"}, "not larger than the previous stage 2048x2048"),
         ({"stages": "1024,2048,1536"}, "1536x1536 is not larger"),

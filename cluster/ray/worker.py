@@ -36,6 +36,7 @@ class RenderWorker:
         device: str | None,
         dtype: str | None,
         allow_pickle: bool = False,
+        lora: tuple = (),
     ) -> str:
         """Join the process group, then load the model once; returns the backend in use."""
         backend = backend or process_group.default_backend()
@@ -48,7 +49,7 @@ class RenderWorker:
             # Imported here so pools without a model skip the diffusers import (seconds per process).
             from freescale.models.loading import load_model, resolve_model_source
 
-            source = resolve_model_source(model, model_config, allow_pickle)
+            source = resolve_model_source(model, model_config, allow_pickle, lora=lora)
             loaded = load_model(source, device=device, dtype=dtype)
         torch_device = loaded.device if loaded is not None else torch.device(device)
         self._state = RankState(rank=rank, world=world, group=group, model=loaded, device=torch_device)

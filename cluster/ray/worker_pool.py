@@ -73,6 +73,7 @@ class WorkerPool:
         cpus_per_worker: float = 1,
         start_timeout_s: float = 600,
         allow_pickle: bool = False,
+        lora: tuple = (),
     ) -> None:
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
             raise ConfigError(f"num_workers must be an integer >= 1, got {num_workers!r}")
@@ -90,6 +91,7 @@ class WorkerPool:
         self.device = device
         self.dtype = dtype
         self.allow_pickle = allow_pickle  # the workers may load pickled weights (--allow-pickle)
+        self.lora = tuple(lora)  # LoRA files (freescale.models.lora_files) each worker fuses at load
         self.use_gpu = use_gpu
         self.strategy = strategy
         self.address = address
@@ -172,6 +174,7 @@ class WorkerPool:
                 self.device,
                 self.dtype,
                 self.allow_pickle,
+                self.lora,
             )
             for rank, a in enumerate(self._actors)
         ]
@@ -204,7 +207,7 @@ class WorkerPool:
             self.world, model=self.model, model_config=self.model_config, device=self.device,
             dtype=self.dtype, use_gpu=self.use_gpu, strategy=self.strategy, address=self.address,
             timeout_s=self.timeout_s, cpus_per_worker=self.cpus_per_worker,
-            start_timeout_s=self.start_timeout_s, allow_pickle=self.allow_pickle,
+            start_timeout_s=self.start_timeout_s, allow_pickle=self.allow_pickle, lora=self.lora,
         )  # fmt: skip
         fresh._started_ray = owned
         try:
@@ -266,6 +269,11 @@ class WorkerPool:
     @property
     def actor_ids(self) -> list[str]:
         return [a._actor_id.hex() for a in self._actors]
+
+    @property
+    def broken(self) -> bool:
+        """A run failed: the pool is unusable (its process group may be mid-collective)."""
+        return self._broken
 
     @property
     def placement_group_id(self) -> str | None:
@@ -354,6 +362,9 @@ class WorkerPool:
             raise WorkerLost(
                 stuck, self._nodes[stuck], self._pids[stuck], f"rank {rank}: {_summary(exc)}", "hung"
             ) from exc
+        cause = getattr(exc, "cause", None)  # the rank's own exception, without Ray's wrapping text
+        if isinstance(cause, Exception):
+            raise cause from exc
         raise exc
 
 

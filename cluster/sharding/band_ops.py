@@ -7,6 +7,9 @@ the wrapped operator itself, so a sharded UNet stays usable as a plain one.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -78,6 +81,23 @@ def shard_unet(unet: nn.Module, context: ShardContext) -> None:
                 setattr(parent, name, BandConv2d(child, context))
             elif isinstance(child, nn.GroupNorm):
                 setattr(parent, name, BandGroupNorm(child, context))
+
+
+@contextmanager
+def unsharded(unet: nn.Module) -> Iterator[nn.Module]:
+    """The UNet with its own convs and GroupNorms back in place for a while, e.g. to copy its weights
+    under their own names into a motion UNet; the band versions return after."""
+    swapped = []
+    for parent in list(unet.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, (BandConv2d, BandGroupNorm)):
+                setattr(parent, name, child.inner)
+                swapped.append((parent, name, child))
+    try:
+        yield unet
+    finally:
+        for parent, name, band_version in swapped:
+            setattr(parent, name, band_version)
 
 
 def shard_context_of(unet: nn.Module) -> ShardContext:

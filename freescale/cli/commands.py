@@ -11,6 +11,7 @@ from freescale.cli.model_commands import builtin_families, cmd_make_test_clip, c
 from freescale.cli.plan_command import cmd_plan
 from freescale.cli.render_command import cmd_batch, cmd_render
 from freescale.cli.render_options import add_cluster_options, add_options, add_render_options
+from freescale.cli.upscale_command import add_upscale_command
 from freescale.config.options import command_sections
 from freescale.errors import ConfigError
 from freescale.rendering.clip_folder import CLIP_EXTENSIONS, FOLDER_KEYS
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_render_options(video, command_sections("video"))
     video.set_defaults(run=cmd_render)
+    add_upscale_command(commands)
     plan = commands.add_parser(
         "plan",
         help="predict a render's time, memory and sharding without rendering",
@@ -53,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                "headers are read) (default: sdxl)"},
         workers={"default": 1, "help": "ranks each upper stage is sharded over (default: 1)"},
     )  # fmt: skip
+    add_options(plan, ("print_size", "landscape", "aspect", "dpi", "fit"), resolved=True)
     plan.add_argument(
         "--link", default="nvlink", choices=["nvlink", "pcie", "ethernet", "loopback"],
         help="interconnect preset (README lists their assumed bandwidth and latency) (default: nvlink)",
@@ -132,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: 8)"},
     )  # fmt: skip
     add_cluster_options(batch)
+    batch.add_argument(
+        "--jobs-at-once", default="auto", metavar="N|auto",
+        help="jobs rendered side by side, each on workers / N workers (images and clips of one chunk; "
+        "default: auto, whichever the cost model says finishes the batch first; 1 shards every job over "
+        "all the workers)",
+    )  # fmt: skip
     batch.set_defaults(run=cmd_batch)
     return parser
 

@@ -48,6 +48,8 @@ def add_option(group: Any, o: Option, *, resolved: bool = False, **overrides: An
         kwargs["metavar"] = o.metavar
     if o.switch:
         kwargs["action"] = "store_true"
+    elif o.repeat:
+        kwargs["action"] = "append"
     else:
         if o.type is not str:
             kwargs["type"] = o.type
@@ -129,6 +131,7 @@ def _check_command(values: dict, command: str, source) -> None:
 def config_from_args(args: argparse.Namespace):
     """Preset, then flags (or a checkpoint's settings with --resume); returns (config, model source).
     FreeU defaults to the model family's values. Loads nothing heavy."""
+    from freescale.config.lora_option import parse_loras
     from freescale.models.families import family_of_source
     from freescale.models.model_source import resolve_model_source
     from freescale.models.native_resolution import native_size_of
@@ -139,8 +142,10 @@ def config_from_args(args: argparse.Namespace):
         values = load_recipe(args.from_recipe) if args.from_recipe else {}
         values.update(load_preset(args.preset) if args.preset else {})
         values.update({k: getattr(args, k) for k in RENDER_KEYS if getattr(args, k, None) is not None})
+    allow_pickle = bool(values.get("allow_pickle"))
+    lora = parse_loras(values.get("lora"), allow_pickle)
     source = resolve_model_source(
-        values.get("model", "tiny"), values.get("model_config"), bool(values.get("allow_pickle"))
+        values.get("model", "tiny"), values.get("model_config"), allow_pickle, lora=lora
     )
     _check_command(values, getattr(args, "command", "render"), source)
     return build_config(values, native_size_of(source), family=family_of_source(source)), source

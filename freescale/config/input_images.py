@@ -26,14 +26,15 @@ _PNG16_LOW_BYTES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L", "LA;16B": "LA;
 
 
 @contextmanager
-def open_image(path: str, flag: str) -> Iterator[Image.Image]:
+def open_image(path: str, flag: str, check_mode: bool = True) -> Iterator[Image.Image]:
     """Image.open with the pixel limit checked from the header, Pillow's bomb warning an error, and any
-    failure to read it one ConfigError naming the flag and the file."""
+    failure to read it one ConfigError naming the flag and the file; `check_mode` False leaves the mode
+    to the caller (`freescale upscale` takes more of them)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                _check_header(image, path, flag)
+                _check_header(image, path, flag, check_mode)
                 yield image
     except ConfigError:  # a ValueError, but already the one line
         raise
@@ -85,12 +86,14 @@ def unit_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
 
 
-def _check_header(image: Image.Image, path: str, flag: str) -> None:
+def _check_header(image: Image.Image, path: str, flag: str, check_mode: bool = True) -> None:
     width, height = image.size
     if width * height > MAX_INPUT_PIXELS:
         raise ConfigError(
             f"{flag} {path} is {width}x{height}, more than the {MAX_INPUT_PIXELS} pixels allowed"
         )
+    if not check_mode:
+        return
     if image.mode not in SUPPORTED_MODES:
         raise ConfigError(
             f"{flag} {path} has image mode {image.mode!r}; supported: 8-bit gray, RGB, palette (with or "

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from freescale.models.families import BUILTIN_MODELS, FAMILIES
+from freescale.models.lora_files import LoraFile
+from freescale.models.schedulers import SCHEDULER_NAMES
 from freescale.tiling.stages import Size
 from freescale.tiling.temporal_windows import WINDOW_WEIGHTS
 
@@ -20,6 +22,8 @@ BLUR_MODES = ("3d", "2d")
 DTYPES = ("fp32", "fp16", "bf16")
 STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 UPSAMPLE_MODES = ("latent", "rgb")
+# How the last stage becomes an exact output size that is not a stage (freescale/outputs/fitted_strips.py).
+FIT_MODES = ("crop", "resize")
 VIDEO_CODECS = ("h264", "h265", "prores", "prores4444", "ffv1")
 DEFAULT_FRAMES = 16  # AnimateDiff's training length
 DEFAULT_FPS = 8.0  # AnimateDiff pipelines' usual export rate
@@ -55,6 +59,7 @@ class Option:
     default_help: str | None = None  # the help's "(default: ...)" text; None: from `default`; "": none
     off_flag: tuple[str, str] | None = None  # (flag, help) of a store_false flag for the same option
     metavar: str | None = None
+    repeat: bool = False  # the flag may be given again for one more value (argparse "append")
 
     @property
     def cli_flags(self) -> tuple[str, ...]:
@@ -111,9 +116,13 @@ SECTIONS: tuple[Section, ...] = (
         Option("allow_pickle", "also load pickled weights (.bin, .ckpt, .pt: loading one can run code it "
                "carries); without it only .safetensors load", type=bool, default=False, switch=True,
                preset=False, default_help=""),
+        Option("lora", "fuse a LoRA (diffusers or kohya .safetensors, of the model's family) into the weights "
+               "at WEIGHT (default 1); repeat for more, fused in order", default=(),
+               annotation=tuple[LoraFile, ...], metavar="FILE[:WEIGHT]", repeat=True, default_help="none"),
     )),
     Section("size", "size", (
-        Option("size", "final size WIDTHxHEIGHT, a whole multiple of the native resolution", field=False,
+        Option("size", "final size WIDTHxHEIGHT: a whole multiple of the native resolution, or for images "
+               "any size, cut (--fit) from a last stage rounded up to multiples of 64", field=False,
                default_help="--scale times native"),
         Option("scale", "final size as a multiple of the native resolution", type=int, default=2,
                field=False),
@@ -124,10 +133,26 @@ SECTIONS: tuple[Section, ...] = (
         Option("native_size", "the model's native resolution (read from the model): what stages grow from",
                type=int, default=REQUIRED, role=DERIVED, flags=()),
     )),
+    Section("image_size", "exact image size (freescale render)", (
+        Option("print_size", "final size as a print: WIDTHxHEIGHT with a unit (24x36in, 61x91.5cm, "
+               "420x594mm) or A0-A6 (portrait), at --dpi (default 300), which the file's tag also says",
+               flags=("--print",), field=False, metavar="SIZE"),
+        Option("landscape", "turn --print so that its longer side is the width", type=bool, switch=True,
+               field=False, default_help=""),
+        Option("aspect", "final aspect WIDTH:HEIGHT (2:3, 16:9): the model's trained size nearest it, times "
+               "--scale, cut to exactly that aspect", field=False, metavar="W:H"),
+        Option("fit", "how the last stage becomes a --size, --print or --aspect that is not a stage: cut "
+               "its centre, or resize it (Lanczos)", default="crop", choices=FIT_MODES),
+        Option("image_size", "the written image's size where it is not the last stage's (from --size, "
+               "--print or --aspect; recipes keep it as [height, width])", flags=(),
+               annotation=tuple[int, int] | None, default_help="the last stage's"),
+    ), commands=("render",)),
     Section("sampling", "sampling", (
         Option("steps", "", type=int, default=50),
         Option("guidance", "classifier-free guidance scale", type=float, default=7.5),
         Option("seed", "", type=int, default=0),
+        Option("scheduler", f"the sampler: {', '.join(SCHEDULER_NAMES)}; exact on any number of workers",
+               metavar="NAME", default_help="the model's own"),
         Option("negative_prompt", "", default=DEFAULT_NEGATIVE_PROMPT,
                default_help=repr(DEFAULT_NEGATIVE_PROMPT)),
     )),
@@ -154,7 +179,8 @@ SECTIONS: tuple[Section, ...] = (
                preset=False, default_help=""),
         Option("bit_depth", "bits per channel; 16 needs .tif, from the VAE's float output", type=int,
                default=8, choices=(8, 16)),
-        Option("dpi", "print resolution tag for PNG/JPEG/TIFF", type=int),
+        Option("dpi", "print resolution tag for PNG/JPEG/TIFF; with --print also the pixels per inch",
+               type=int, default_help="none; 300 with --print"),
         Option("pyramid", "TIFF only: add half-size reductions for fast viewing", type=bool, default=False,
                switch=True),
         Option("quiet", "no progress output", type=bool, default=False, switch=True, role=COMMAND,
@@ -206,6 +232,14 @@ SECTIONS: tuple[Section, ...] = (
                "--scale or --size (the padded stage cropped back)", default=None, role=DERIVED, flags=(),
                annotation=tuple[int, int] | None),
     ), commands=("video",)),
+    Section("upscale", "upscale (freescale upscale)", (
+        Option("input_image", "the image to upscale, any size: PNG, JPEG, TIFF ... (8/16-bit gray or RGB, "
+               "alpha, palette, CMYK); it replaces the base stage", flags=("input_image",), metavar="IMAGE",
+               default_help=""),
+        Option("caption_model", "a local image-to-text model directory (transformers: BLIP, Florence-2 ...) "
+               "that writes the prompt when none is given; never downloads", metavar="DIR",
+               default_help="none: an empty prompt"),
+    ), commands=("upscale",)),
     Section("cluster", "cluster (Ray)", (
         Option("workers", "ranks to shard each upper stage over; 1 renders in this process", type=int,
                role=COMMAND, default_help="every GPU Ray sees, else 1"),

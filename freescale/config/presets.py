@@ -13,6 +13,7 @@ import yaml
 
 from freescale.config.options import DERIVED, RENDER, Option, all_options, preset_keys
 from freescale.errors import ConfigError
+from freescale.models.lora_files import LoraFile
 
 # Every setting a preset (or a recipe) may give: the render options a flag may also give, but --overwrite.
 PRESET_KEYS = preset_keys()
@@ -54,6 +55,8 @@ def _list_items(o: Option) -> tuple[typing.Callable[[Any], bool], str] | None:
     item = typing.get_args(tuple_type)[0]
     if item is float:
         return _is_number, "numbers"
+    if item is LoraFile:  # FILE[:WEIGHT] text, or a recipe's {path, weight, sha256}
+        return (lambda v: isinstance(v, str | dict)), "FILE[:WEIGHT] texts or {path, weight} mappings"
     return (lambda v: isinstance(v, str) or _is_whole(v)), "sizes (WIDTHxHEIGHT or one number)"
 
 

@@ -10,6 +10,7 @@ import dataclasses
 import os
 from typing import TYPE_CHECKING, Any
 
+from freescale.config.image_size import MAX_SIDE, check_image_size, image_stages, refuse_image_size_keys
 from freescale.config.options import (
     BLUR_MODES,
     DEFAULT_CHECKPOINT_EVERY,
@@ -26,6 +27,7 @@ from freescale.config.options import (
     field_options,
     number_fields,
 )
+from freescale.config.lora_option import parse_loras
 from freescale.config.output_place import check_output_place
 from freescale.config.parsing import parse_freeu, parse_number, parse_size, parse_stages, resolve_stages
 from freescale.config.presets import (
@@ -37,6 +39,7 @@ from freescale.config.presets import (
     recipe_values,
 )
 from freescale.errors import ConfigError
+from freescale.models.schedulers import SCHEDULER_NAMES
 from freescale.tiling.stages import Size
 from freescale.tiling.temporal_windows import WINDOW_WEIGHTS
 
@@ -44,8 +47,6 @@ if TYPE_CHECKING:
     from freescale.models.families import ModelFamily
 
 OUTPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-# The largest stage or output side: beyond it plans, tile grids and the output writers are untested.
-MAX_SIDE = 65536
 # Importers of this module's former contents find them here.
 __all__ = [
     "BLUR_MODES", "DEFAULT_CHECKPOINT_EVERY", "DEFAULT_NEGATIVE_PROMPT", "FREEU_DEFAULT", "OUTPUT_EXTENSIONS",
@@ -104,7 +105,7 @@ def format_size(size: Size) -> str:
 def _validate(c: RenderConfig) -> None:
     for what, text in (("the prompt", c.prompt), ("--negative-prompt", c.negative_prompt)):
         check_text(text, what)  # invalid UTF-8 or a NUL: one line, before any model loads
-    if not c.prompt.strip() and c.input is None:
+    if not c.prompt.strip() and c.input is None and c.input_image is None:
         raise ConfigError("the prompt is empty; give the text to render")
     if c.native_size < 64 or c.native_size % 8:
         raise ConfigError(f"native size {c.native_size} is not a positive multiple of 8")
@@ -126,6 +127,8 @@ def _validate(c: RenderConfig) -> None:
         raise ConfigError(f"--blur {c.blur!r} is not one of {', '.join(BLUR_MODES)}")
     if c.dtype is not None and c.dtype not in DTYPES:
         raise ConfigError(f"--dtype {c.dtype!r} is not one of {', '.join(DTYPES)}")
+    if c.scheduler is not None and c.scheduler not in SCHEDULER_NAMES:
+        raise ConfigError(f"--scheduler {c.scheduler!r} is not one of {', '.join(SCHEDULER_NAMES)}")
     for flag, path in (("--image", c.image), ("--mask", c.mask)):
         if path is not None and not os.path.isfile(path):
             raise ConfigError(f"{flag} {path}: no such file")
@@ -137,10 +140,15 @@ def _validate(c: RenderConfig) -> None:
         _validate_video(c)
         return
     check_output_path(c.output)
+    check_image_size(c.image_size, c.fit, c.stages[-1])
     is_tiff = os.path.splitext(c.output)[1].lower() in (".tif", ".tiff")
     if c.bit_depth not in (8, 16):
         raise ConfigError(f"--bit-depth {c.bit_depth} is not 8 or 16")
-    if c.bit_depth == 16 and not is_tiff:
+    if c.input_image is not None:  # `freescale upscale`: its input, 16-bit PNG, alpha, caption model
+        from freescale.config.upscale_config import check_upscale
+
+        check_upscale(c)
+    elif c.bit_depth == 16 and not is_tiff:
         raise ConfigError(f"--bit-depth 16 needs a .tif/.tiff output, not {c.output!r}")
     if c.pyramid and not is_tiff:
         raise ConfigError(f"--pyramid needs a .tif/.tiff output, not {c.output!r}")
@@ -152,7 +160,7 @@ def _validate_video(c: RenderConfig) -> None:
     from freescale.config.video_outputs import check_video_output
 
     for flag, value in (("--image", c.image), ("--save-stages", c.save_stages), ("--dpi", c.dpi),
-                        ("--pyramid", c.pyramid)):  # fmt: skip
+                        ("--pyramid", c.pyramid), ("--fit", c.fit != "crop")):  # fmt: skip
         if value:
             instead = "; use --input CLIP" if flag == "--image" else ""
             raise ConfigError(f"{flag} applies to images, not to `freescale video`{instead}")
@@ -255,22 +263,22 @@ def build_config(values: dict[str, Any], native_size: int, family: ModelFamily |
 
     values = {k: v for k, v in values.items() if v is not None}
     if values.get("motion_adapter") is not None:
+        refuse_image_size_keys(values)
         stages = video_stages(values, native_size)
+    elif values.get("input_image") is not None:
+        from freescale.config.upscale_config import upscale_image_stages
+
+        stages = upscale_image_stages(values, native_size)
     else:
         refuse_video_keys(values)
-        stages = resolve_stages(
-            native_size,
-            values.pop("stages", None),
-            values.pop("size", None),
-            values.pop("scale", None),
-            values.pop("stage_rule", "double"),
-        )
+        stages = image_stages(values, native_size)
     if family is None:
         from freescale.models.families import BUILTIN_MODELS
 
         family = BUILTIN_MODELS.get(values.get("model", "tiny"))
     freeu_default = FREEU_DEFAULT if family is None else family.freeu_default
     values["freeu"] = parse_freeu(values.get("freeu", True), freeu_default)
+    values["lora"] = parse_loras(values.get("lora"), bool(values.get("allow_pickle")))
     for key, kind in number_fields().items():
         if key in values:
             values[key] = parse_number(values[key], f"--{key.replace('_', '-')}", kind)

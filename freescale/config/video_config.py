@@ -33,7 +33,7 @@ def refuse_video_keys(values: dict[str, Any]) -> None:
         raise ConfigError(f"{_flag(given[0])} applies to `freescale video` only")
 
 
-def _restart_from_strength(values: dict[str, Any]) -> None:
+def restart_from_strength(values: dict[str, Any]) -> None:
     strength = values.pop("strength", None)
     if strength is None:
         return
@@ -99,7 +99,7 @@ def _window(values: dict[str, Any]) -> int:
 def video_stages(values: dict[str, Any], native: int) -> tuple[Size, ...]:
     """Resolve a video render's values in place (frames, fps, restart from --strength, the output frame
     size) and return its stages: from the input clip with --input, else as for an image."""
-    _restart_from_strength(values)
+    restart_from_strength(values)
     stages, size, scale = values.pop("stages", None), values.pop("size", None), values.pop("scale", None)
     rule = values.pop("stage_rule", "double")
     if rule not in STAGE_RULES:

@@ -18,13 +18,16 @@ from freescale.cluster.sharding.cfg_split import CfgSplit
 from freescale.cluster.sharding.shard_group import ShardGroup
 from freescale.config.render_config import RenderConfig
 from freescale.method import vae_transitions, video_transitions
+from freescale.method.band_sampler import BandStep, StepDraw, band_step
 from freescale.method.detail_mask import cosine_exponent, load_binary_mask
 from freescale.method.freeu import freeu_applied
-from freescale.method.random_draws import clip_noise, keyed_generator, keyed_normal
+from freescale.method.random_draws import clip_noise, keyed_normal
 from freescale.method.scale_fusion import scale_fusion
 from freescale.method.snapshots import CheckpointEvent, CheckpointSink, Snapshot, supports_mid_stage
 from freescale.method.temporal_windows import WindowSettings, temporal_windows_applied
+from freescale.method.vae_fallback import TileReport, print_warning
 from freescale.models.conditioning import Conditioning, encode_conditioning
+from freescale.models.schedulers import build_scheduler
 from freescale.progress import Progress
 
 
@@ -35,16 +38,17 @@ def cosine_factor(timestep: float, num_train_timesteps: int, exponent: torch.Ten
 
 
 def restart_latents(scheduler, x0: torch.Tensor, noise: torch.Tensor, first: int) -> list[torch.Tensor]:
-    """z_i = add_noise(x0, eps, t_i) for i >= first (index i - first); call before set_begin_index."""
-    return [scheduler.add_noise(x0, noise, t.reshape(1)) for t in scheduler.timesteps[first:]]
+    """z_i = add_noise(x0, eps, t_i) for i >= first (index i - first), before the stage's first step.
 
-
-def _check_deterministic_sampler(scheduler, world: int) -> None:
-    if world > 1 and "Ancestral" in type(scheduler).__name__:
-        raise NotImplementedError(
-            f"{type(scheduler).__name__} draws noise for the tensor it is given; with {world} ranks each "
-            "would draw for its band and the result would depend on the sharding. Use one worker."
-        )
+    A sigma-based scheduler's add_noise finds t_i's sigma by value unless a begin index is set, and Karras
+    timesteps repeat (e.g. 1, 1, 0): it is told the index i. Alpha-based ones (DDIM) index by t_i itself."""
+    indexed = hasattr(scheduler, "set_begin_index")
+    noised = []
+    for i in range(first, len(scheduler.timesteps)):
+        if indexed:
+            scheduler.set_begin_index(i)
+        noised.append(scheduler.add_noise(x0, noise, scheduler.timesteps[i].reshape(1)))
+    return noised
 
 
 Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -80,17 +84,22 @@ def denoise(
     stage: int,
     before_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
     after_step: Callable[[int, torch.Tensor], None] | None = None,
+    step: BandStep | None = None,
+    band: tuple[int, int, int] | None = None,
 ) -> torch.Tensor:
     """Steps first_step .. end of an already set schedule; `before_step(i, latents)` may replace latents,
-    `after_step(i, latents)` sees the latents step i produced."""
-    scheduler.set_begin_index(first_step)
+    `after_step(i, latents)` sees the latents step i produced. `latents` are rows band = (start, stop,
+    whole latent's rows) of the latent (default: all of it), stepped by `step` (default: for one rank)."""
+    if hasattr(scheduler, "set_begin_index"):  # DDIM and PNDM step by timestep or by their own count
+        scheduler.set_begin_index(first_step)
+    step = band_step(scheduler, 1) if step is None else step
+    start, stop, rows = (0, latents.shape[-2], latents.shape[-2]) if band is None else band
     for i in range(first_step, len(scheduler.timesteps)):
         t = scheduler.timesteps[i]
         if before_step is not None:
             latents = before_step(i, latents)
         eps = predict(latents, t)
-        generator = keyed_generator(seed, "sampler", stage, i)
-        latents = scheduler.step(eps, t, latents, generator=generator, return_dict=False)[0]
+        latents = step(eps, t, latents, StepDraw(seed, stage, i, (start, stop), rows))
         if after_step is not None:
             after_step(i, latents)
     return latents
@@ -125,16 +134,21 @@ class Cascade:
         self.world = cfg.world if cfg is not None else self.group
         quiet = progress is None or self.world.rank != 0
         self.progress = Progress(quiet=True) if quiet else progress
+        # Every rank names the fp16 VAE tiles it redoes in fp32 (see vae_fallback), unless --quiet.
+        self.vae_report = TileReport(warn=progress.warn if progress is not None else print_warning)
         # A video render passes the motion UNet built from the pipeline's image UNet and an adapter.
         self.unet = unet if unet is not None else self.pipe.unet
-        self.vae, self.scheduler = self.pipe.vae, self.pipe.scheduler
+        # --scheduler: a fresh one over the model's config on every rank alike; else the model's own.
+        self.vae, self.scheduler = self.pipe.vae, build_scheduler(config.scheduler, self.pipe.scheduler)
         # A video renders frames `frame_range` of its clip (a chunk of a long one; default all of them).
         self.frame_range = (frame_range or range(config.frames)) if config.is_video else None
         self.frames = len(self.frame_range) if config.is_video else None
         self.shard = shard_context_of(self.unet)
         self.mask = load_binary_mask(config.mask) if config.mask else None
-        _check_deterministic_sampler(self.scheduler, self.group.world)
+        # How this rank steps its band (refuses a sampler that would differ when sharded).
+        self.band_step = band_step(self.scheduler, self.group.world)
         self.snapshot = snapshot or Snapshot()
+        # Multistep solvers (dpm++2m, unipc) keep history across steps: only stage ends are checkpoints.
         mid_stage = checkpoint_every is not None and supports_mid_stage(self.scheduler)
         self.checkpoint_every = checkpoint_every if mid_stage else None
         self.on_checkpoint = on_checkpoint if self.world.rank == 0 else None
@@ -223,20 +237,33 @@ class Cascade:
         c = self.config
         self.shard.group = ShardGroup.single()
         self.shard.set_stage(shape[-2:])
+        if c.input_image is not None:  # `freescale upscale`: the user's image resized to the base stage
+            from freescale.config.user_image import base_stage_pixels
+
+            pixels = base_stage_pixels(c.input_image, c.stages[0], self.device, self.vae.dtype)
+            noise = keyed_normal(shape, c.seed, "vae-sample", 0)
+            return vae_transitions.encode_image(self.vae, pixels, noise, self.vae_report.of_stage(0)).to(
+                self.dtype
+            )
         if c.image is not None:
             from freescale.config.input_images import open_image
 
             with open_image(c.image, "--image") as image:
                 pixels = vae_transitions.from_pil(image, self.device, self.vae.dtype)
             noise = keyed_normal(shape, c.seed, "vae-sample", 0)
-            return vae_transitions.encode_image(self.vae, pixels, noise).to(self.dtype)
+            return vae_transitions.encode_image(self.vae, pixels, noise, self.vae_report.of_stage(0)).to(
+                self.dtype
+            )
         if c.input is not None:
             from freescale.inputs.clip_reader import clip_frames
 
             # A long clip's chunks read on: the frames it shares with the last chunk are still held.
             frames = clip_frames(c.input, self.frame_range.start, self.frame_range.stop, c.chunk_overlap)
             noise = self._noise(shape, "vae-sample", 0, shuffle=False)
-            return video_transitions.encode_clip(self.vae, frames, c.stages[0], noise).to(self.dtype)
+            report, first = self.vae_report.of_stage(0), self.frame_range.start
+            return video_transitions.encode_clip(self.vae, frames, c.stages[0], noise, report, first).to(
+                self.dtype
+            )
         self.scheduler.set_timesteps(c.steps, device=self.device)
         first, latents = self._resume_point(0) or (0, None)
         if latents is None:
@@ -253,9 +280,12 @@ class Cascade:
         if self.frames is not None and c.upsample == "latent":
             return video_transitions.upsampled_latents(previous, shape[-2:])[..., a:b, :]
         noise = self._noise(shape, "vae-sample", stage, shuffle=False)[..., a:b, :]
+        report = self.vae_report.of_stage(stage)
         if self.frames is not None:
-            return video_transitions.next_stage_frames_band(self.vae, previous, c.stages[stage], band, noise)
-        return vae_transitions.next_stage_band(self.vae, previous, c.stages[stage], band, noise)
+            return video_transitions.next_stage_frames_band(
+                self.vae, previous, c.stages[stage], band, noise, report, self.frame_range.start
+            )
+        return vae_transitions.next_stage_band(self.vae, previous, c.stages[stage], band, noise, report)
 
     def upper_stage(self, stage: int, previous: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         c = self.config
@@ -298,5 +328,6 @@ class Cascade:
             band = denoise(
                 self.scheduler, predict, latents, start, c.seed, stage,
                 before_step=before_step, after_step=self._after_step(stage, start, gather),
+                step=self.band_step, band=(a, b, shape[-2]),
             )  # fmt: skip
         return gather(band)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
+from freescale.method.vae_fallback import TileReport, run_tile
 from freescale.tiling.vae_tiles import (
     AxisTile,
     contributing_tiles,
@@ -59,18 +60,19 @@ def _stitch(
 
 
 @torch.no_grad()
-def decode_rows(vae, latents: Tensor, rows: Rows) -> Tensor:
+def decode_rows(vae, latents: Tensor, rows: Rows, report: TileReport | None = None) -> Tensor:
     """Image rows [rows[0], rows[1]) (all columns) of `vae.enable_tiling(); vae.decode(latents).sample`.
 
     `latents` is the full (B, C, h, w) latent ALREADY divided by the scaling factor, as `vae.decode` takes it;
     it is cast to the VAE's device and dtype. Only the tile rows whose output (or blend source) touches
-    `rows` are decoded. Without tiling (h and w <= tile_latent_min_size) it is one plain decode.
+    `rows` are decoded. Without tiling (h and w <= tile_latent_min_size) it is one plain decode. An fp16
+    tile that overflows is redone in float32 and named through `report` (see `run_tile`).
     """
-    return torch.cat(list(decode_row_strips(vae, latents, rows)), dim=2)
+    return torch.cat(list(decode_row_strips(vae, latents, rows, report)), dim=2)
 
 
 @torch.no_grad()
-def decode_row_strips(vae, latents: Tensor, rows: Rows) -> Iterator[Tensor]:
+def decode_row_strips(vae, latents: Tensor, rows: Rows, report: TileReport | None = None) -> Iterator[Tensor]:
     """`decode_rows(vae, latents, rows)` as consecutive strips (B, 3, n, W) from the top, one per tile row
     that supplies rows, each yielded as soon as its tile row is decoded and blended.
 
@@ -78,15 +80,16 @@ def decode_row_strips(vae, latents: Tensor, rows: Rows) -> Iterator[Tensor]:
     blend reads are kept between strips. Concatenated along dim 2, the strips are `decode_rows`' result
     (which is made this way), so bit-identical to diffusers' tiled decode on CPU fp32.
     """
+    report = report or TileReport()
     z = latents.to(device=vae.device, dtype=vae.dtype)
     h, w = z.shape[-2:]
     tile, sample = vae.tile_latent_min_size, vae.tile_sample_min_size
     factor = sample // tile
     _check_rows(rows, h * factor)
     if not (h > tile or w > tile):
-        if vae.post_quant_conv is not None:
-            z = vae.post_quant_conv(z)
-        yield vae.decoder(z)[..., rows[0] : rows[1], :]
+        parts = [vae.decoder] if vae.post_quant_conv is None else [vae.post_quant_conv, vae.decoder]
+        box = _box("VAE decode", (0, h * factor), (0, w * factor))
+        yield run_tile(parts, z, box, report)[..., rows[0] : rows[1], :]
         return
 
     overlap = vae.tile_overlap_factor
@@ -94,14 +97,16 @@ def decode_row_strips(vae, latents: Tensor, rows: Rows) -> Iterator[Tensor]:
     col_tiles = decode_axis_tiles(w, tile, sample, overlap)
     blend_extent = int(sample * overlap)
     t0, t1 = contributing_tiles(row_tiles, rows)
+    parts = [vae.post_quant_conv, vae.decoder] if vae.config.use_post_quant_conv else [vae.decoder]
     above = None  # bottoms of the previous tile row's blended tiles; tile row t0 is not blended upward
     for rt in row_tiles[t0:t1]:
         row = []
         for ct in col_tiles:
             part = z[:, :, rt.in_start : rt.in_start + tile, ct.in_start : ct.in_start + tile]
-            if vae.config.use_post_quant_conv:
-                part = vae.post_quant_conv(part)
-            row.append(vae.decoder(part))
+            box = _box("VAE decode", (rt.in_start * factor, rt.in_stop * factor),
+                       (ct.in_start * factor, ct.in_stop * factor))  # fmt: skip
+            # Each tile is made finite before any blending, so a NaN never reaches its neighbours.
+            row.append(run_tile(parts, part, box, report))
         band = _blend_row(vae, above, row, sample - blend_extent, blend_extent)
         assert band.shape[2] == rt.kept, "tile output height differs from the geometry"
         above = [t[:, :, -blend_extent:].clone() for t in row] if blend_extent else None
@@ -114,15 +119,21 @@ def decode_row_strips(vae, latents: Tensor, rows: Rows) -> Iterator[Tensor]:
 
 @torch.no_grad()
 def encode_rows(
-    vae, image_rows: Callable[[int, int], Tensor], image_size: tuple[int, int], latent_rows: Rows
+    vae,
+    image_rows: Callable[[int, int], Tensor],
+    image_size: tuple[int, int],
+    latent_rows: Rows,
+    report: TileReport | None = None,
 ) -> tuple[Tensor, Tensor]:
     """(mean, logvar) rows `latent_rows` of `vae.enable_tiling(); vae.encode(image).latent_dist`.
 
     `image_rows(y0, y1)` must return rows [y0, y1) (all columns) of the full (B, 3, H, W) image of
     `image_size` = (H, W). It is called exactly once, for the union of the rows the needed encoder tile
     rows read (callers usually make those rows by decoding and resizing, which is cheaper done once than
-    per overlapping tile row). logvar is clamped to [-30, 20] as DiagonalGaussianDistribution does.
+    per overlapping tile row). logvar is clamped to [-30, 20] as DiagonalGaussianDistribution does. An
+    fp16 tile that overflows is redone in float32 and named through `report` (see `run_tile`).
     """
+    report = report or TileReport()
     height, width = image_size
     tile, latent_tile = vae.tile_sample_min_size, vae.tile_latent_min_size
     factor = tile // latent_tile
@@ -135,9 +146,8 @@ def encode_rows(
         return x
 
     if not (width > tile or height > tile):
-        moments = vae.encoder(fetch(0, height))
-        if vae.quant_conv is not None:
-            moments = vae.quant_conv(moments)
+        parts = [vae.encoder] if vae.quant_conv is None else [vae.encoder, vae.quant_conv]
+        moments = run_tile(parts, fetch(0, height), _box("VAE encode", (0, height), (0, width)), report)
         return _split_moments(moments[:, :, latent_rows[0] : latent_rows[1]])
 
     overlap = vae.tile_overlap_factor
@@ -148,20 +158,24 @@ def encode_rows(
     t0, t1 = contributing_tiles(row_tiles, latent_rows)
     y0, y1 = tiles_input_rows(row_tiles, (t0, t1))
     band = fetch(y0, y1)
+    parts = [vae.encoder, vae.quant_conv] if vae.config.use_quant_conv else [vae.encoder]
     grid = []
     for rt in row_tiles[t0:t1]:
         grid_row = []
         for ct in col_tiles:
             part = band[:, :, rt.in_start - y0 : rt.in_start - y0 + tile, ct.in_start : ct.in_start + tile]
-            part = vae.encoder(part)
-            if vae.config.use_quant_conv:
-                part = vae.quant_conv(part)
-            grid_row.append(part)
+            box = _box("VAE encode", (rt.in_start, rt.in_stop), (ct.in_start, ct.in_stop))
+            grid_row.append(run_tile(parts, part, box, report))  # finite before the blend, as in decoding
         grid.append(grid_row)
     blend_extent = int(latent_tile * overlap)
     moments = _stitch(vae, grid, row_tiles[t0:t1], latent_tile - blend_extent, blend_extent)
     offset = row_tiles[t0].out_start
     return _split_moments(moments[:, :, latent_rows[0] - offset : latent_rows[1] - offset])
+
+
+def _box(call: str, rows: Rows, cols: Rows) -> str:
+    """A tile named by the image pixels it covers (what it decodes to, or what it encodes)."""
+    return f"{call} tile (rows {rows[0]}-{rows[1]}, cols {cols[0]}-{cols[1]})"
 
 
 def _split_moments(moments: Tensor) -> tuple[Tensor, Tensor]:

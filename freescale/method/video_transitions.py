@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from freescale.method.vae_fallback import TileReport
 from freescale.method.vae_transitions import encode_image, next_stage_band
 from freescale.tiling.bands import Band
 from freescale.tiling.stages import Size
@@ -25,12 +26,21 @@ def upsampled_latents(previous: torch.Tensor, latent_size: Size) -> torch.Tensor
 
 @torch.no_grad()
 def next_stage_frames_band(
-    vae, previous: torch.Tensor, size: Size, rows: Band, noise: torch.Tensor
+    vae,
+    previous: torch.Tensor,
+    size: Size,
+    rows: Band,
+    noise: torch.Tensor,
+    report: TileReport | None = None,
+    first_frame: int = 0,
 ) -> torch.Tensor:
     """Latent rows `rows` of every frame of the next stage through pixel space (`--upsample rgb`): each
-    frame as `next_stage_band` moves an image; `noise` is this band of the stage's (1, C, F, h, w) draw."""
+    frame as `next_stage_band` moves an image; `noise` is this band of the stage's (1, C, F, h, w) draw.
+    A VAE tile redone in float32 is named with its frame in the clip (`first_frame` is frame 0's)."""
+    report = report or TileReport()
     bands = [
-        next_stage_band(vae, previous[:, :, f], size, rows, noise[:, :, f]) for f in range(previous.shape[2])
+        next_stage_band(vae, previous[:, :, f], size, rows, noise[:, :, f], report.of_frame(first_frame + f))
+        for f in range(previous.shape[2])
     ]
     return torch.stack(bands, dim=2)
 
@@ -45,13 +55,24 @@ def padded_frame(pixels: np.ndarray, base: Size, device, dtype) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_clip(vae, frames: Iterable[np.ndarray], base: Size, noise: torch.Tensor) -> torch.Tensor:
+def encode_clip(
+    vae,
+    frames: Iterable[np.ndarray],
+    base: Size,
+    noise: torch.Tensor,
+    report: TileReport | None = None,
+    first_frame: int = 0,
+) -> torch.Tensor:
     """The base stage of a video-to-video render: every frame padded and encoded as an image-to-image
-    base is, sampled with its frame of `noise` (1, C, F, h, w); returns latents of noise's shape."""
+    base is, sampled with its frame of `noise` (1, C, F, h, w); returns latents of noise's shape. A VAE
+    tile redone in float32 is named with its frame in the clip (`first_frame` is frame 0's)."""
+    report = report or TileReport()
     latents = []
     for f, pixels in enumerate(frames):
         image = padded_frame(pixels, base, vae.device, vae.dtype)
-        latents.append(encode_image(vae, image, noise[:, :, f].to(vae.device)))
+        latents.append(
+            encode_image(vae, image, noise[:, :, f].to(vae.device), report.of_frame(first_frame + f))
+        )
     if len(latents) != noise.shape[2]:
         raise ValueError(f"the input clip gave {len(latents)} frames, {noise.shape[2]} were expected")
     return torch.stack(latents, dim=2)

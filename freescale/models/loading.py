@@ -173,6 +173,11 @@ def _load_single_file(path: str, config_dir: str, family: ModelFamily, dtype: to
     )
 
 
+def builtin_pipeline(name: str) -> Pipeline:
+    """A built-in model's pipeline in fp32 on the CPU, as its builder makes it (for its configs)."""
+    return _BUILTIN_BUILDERS[name](0)
+
+
 def _build_builtin(name: str, dtype: torch.dtype) -> Pipeline:
     pipe = _BUILTIN_BUILDERS[name](0)
     for component, module in _components(pipe):
@@ -233,6 +238,11 @@ def load_model(source: ModelSource, device: str | None = None, dtype: str | None
     else:
         raise ConfigError(f"model source {source!r} is not valid; build it with resolve_model_source")
     pipe.to(torch_device)
+    if source.lora:  # fused here, at load time: before the UNet is ever sharded or patched
+        from freescale.models.lora_fusing import fuse_loras, lora_identity
+
+        fuse_loras(pipe, source.lora)
+        identity = lora_identity(identity, source.lora)
     for _, module in _components(pipe):
         module.eval()
     pipe.set_progress_bar_config(disable=True)

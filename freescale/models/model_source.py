@@ -3,6 +3,7 @@ only); imports nothing heavy, so the CLI and the config can validate a model arg
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from freescale.models.families import (
     family_of_directory,
     family_of_single_file,
 )
+from freescale.models.lora_files import LoraFile
 from freescale.models.safetensors_header import check_safetensors_file, tensor_names
 from freescale.models.weight_files import check_component_weights, is_pickle_file, refuse_pickle
 
@@ -32,6 +34,8 @@ class ModelSource:
     name: str | None = None
     # Pickled weights (.bin, .ckpt, .pt) may load (--allow-pickle); otherwise only safetensors do.
     allow_pickle: bool = False
+    # LoRAs fused into the weights at load time, in order (checked against the model's configs).
+    lora: tuple[LoraFile, ...] = ()
 
     @property
     def builtin_name(self) -> str:
@@ -103,8 +107,24 @@ def _check_pipeline_directory(
 
 
 def resolve_model_source(
-    model: str, model_config: str | None = None, allow_pickle: bool = False, weights: bool = True
+    model: str,
+    model_config: str | None = None,
+    allow_pickle: bool = False,
+    weights: bool = True,
+    lora: tuple[LoraFile, ...] = (),
 ) -> ModelSource:
+    """The checked model source (see _resolve_source), with `lora` (checked LoRA files) checked to fit
+    it from their headers and its configs; loads nothing but a built-in toy model's configs."""
+    source = _resolve_source(model, model_config, allow_pickle, weights)
+    if not lora:
+        return source
+    from freescale.models.lora_fit import check_loras_fit
+
+    check_loras_fit(tuple(lora), source, model)
+    return dataclasses.replace(source, lora=tuple(lora))
+
+
+def _resolve_source(model: str, model_config: str | None, allow_pickle: bool, weights: bool) -> ModelSource:
     """Checks the model argument without loading anything.
 
     `model` is a built-in model ("tiny", "tiny-sd15"), a diffusers directory (with model_index.json) of a

@@ -23,6 +23,19 @@ BIGTIFF_ABOVE = 2**32 - 2**27
 class OutputOptions:
     dpi: int | None = None
     pyramid: bool = False
+    mode: str = "RGB"  # the pixels' channels: one of OUTPUT_MODES (an upscale keeps its input's)
+    icc_profile: bytes | None = None  # None: sRGB; b"": none (an untagged gray image)
+
+    @property
+    def channels(self) -> int:
+        return OUTPUT_MODES.index(self.mode) + 1
+
+    def profile(self) -> bytes | None:
+        """The ICC profile the file embeds, or None for none."""
+        return srgb_profile() if self.icc_profile is None else (self.icc_profile or None)
+
+
+OUTPUT_MODES = ("L", "LA", "RGB", "RGBA")  # by channel count
 
 
 @cache

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from freescale.outputs.image_output import OutputOptions, srgb_profile
+from freescale.outputs.image_output import OutputOptions
 
 Size = tuple[int, int]  # (H, W)
 
@@ -18,6 +18,7 @@ RECIPE_KEY = b"freescale-recipe"
 ZLIB_LEVEL = 6  # Pillow's default compress_level
 # Bytes of rows filtered at a time: bounds the temporaries (about 16 times this) whatever the strip height.
 FILTER_BYTES = 1 << 18
+COLOUR_TYPES = {"L": 0, "LA": 4, "RGB": 2, "RGBA": 6}  # PNG's colour type of each output mode
 
 
 def write_png(
@@ -34,22 +35,25 @@ def write_png(
     depth = 8 * dtype.itemsize
     with open(path, "wb") as fh:
         fh.write(SIGNATURE)
-        _chunk(fh, b"IHDR", struct.pack(">IIBBBBB", width, height, depth, 2, 0, 0, 0))  # 2: RGB
-        # As Pillow writes it: a profile name, a separator, compression method 0, the zlib'd profile.
-        _chunk(fh, b"iCCP", b"ICC Profile\0\0" + zlib.compress(srgb_profile()))
+        colour_type = COLOUR_TYPES[options.mode]
+        _chunk(fh, b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0))
+        if profile := options.profile():
+            # As Pillow writes it: a profile name, a separator, compression method 0, the zlib'd profile.
+            _chunk(fh, b"iCCP", b"ICC Profile\0\0" + zlib.compress(profile))
         if text is not None:
             _chunk(fh, *_text_chunk(text))
         if options.dpi:
             per_metre = int(options.dpi / 0.0254 + 0.5)  # Pillow's rounding
             _chunk(fh, b"pHYs", struct.pack(">IIB", per_metre, per_metre, 1))
         compressor = zlib.compressobj(ZLIB_LEVEL)
-        above = np.zeros(width * 3 * dtype.itemsize, np.uint8)  # the filter sees zeros above the first row
+        pixel_bytes = options.channels * dtype.itemsize
+        above = np.zeros(width * pixel_bytes, np.uint8)  # the filter sees zeros above the first row
         step = max(1, FILTER_BYTES // above.size)
         for strip in strips:
             for start in range(0, len(strip), step):
                 raw = _row_bytes(strip[start : start + step])
                 # An IDAT chunk for each piece zlib hands back (it buffers up to ~64 KB itself).
-                if data := compressor.compress(_filtered(raw, above, 3 * dtype.itemsize)):
+                if data := compressor.compress(_filtered(raw, above, pixel_bytes)):
                     _chunk(fh, b"IDAT", data)
                 above = raw[-1].copy()
             del strip, raw  # both hold the strip, which the caller may free before making the next

@@ -16,7 +16,6 @@ from freescale.errors import ConfigError
 from freescale.outputs.image_output import (
     OutputOptions,
     PlacedSidecar,
-    srgb_profile,
 )
 
 Size = tuple[int, int]  # (H, W)
@@ -53,7 +52,7 @@ def write_image_strips(
         raise ValueError(f"image size {size} is empty")
     check_new_output(path, overwrite)
     text = json.dumps(recipe, sort_keys=True) if recipe is not None else None
-    checked = _checked_strips(strips, (height, width), dtype)
+    checked = _checked_strips(strips, (height, width), dtype, options.channels)
     placed: list[PlacedSidecar] = []
 
     def write(temporary: str) -> None:
@@ -88,14 +87,17 @@ def _writer(ext: str, dtype: np.dtype) -> Writer:
     raise ConfigError(f"unknown image extension {ext!r}")
 
 
-def _checked_strips(strips: Iterable[np.ndarray], size: Size, dtype: np.dtype) -> Iterator[np.ndarray]:
+def _checked_strips(
+    strips: Iterable[np.ndarray], size: Size, dtype: np.dtype, channels: int = 3
+) -> Iterator[np.ndarray]:
     """The non-empty strips, each checked as it arrives, and a check at the end that they filled `size`."""
     height, width = size
     done = 0
     for strip in strips:
-        if not isinstance(strip, np.ndarray) or strip.dtype != dtype or strip.shape[1:] != (width, 3):
+        shape = (width, channels)
+        if not isinstance(strip, np.ndarray) or strip.dtype != dtype or strip.shape[1:] != shape:
             got = (getattr(strip, "shape", None), getattr(strip, "dtype", type(strip)))
-            raise ValueError(f"a strip must be an array (rows, {width}, 3) of {dtype}, got {got}")
+            raise ValueError(f"a strip must be an array (rows, {width}, {channels}) of {dtype}, got {got}")
         if done + len(strip) > height:
             raise ValueError(f"the strips hold more than the image's {height} rows")
         done += len(strip)
@@ -115,13 +117,14 @@ def _write_jpeg(
     options: OutputOptions,
 ) -> None:
     """JPEG holds the whole image: Pillow has no incremental JPEG encoder (JPEG is a preview format)."""
-    pixels = np.empty((*size, 3), dtype)
+    pixels = np.empty((*size, options.channels), dtype)
     top = 0
     for strip in strips:
         pixels[top : top + len(strip)] = strip
         top += len(strip)
         del strip
-    extra = {"icc_profile": srgb_profile()}
+    extra = {"icc_profile": options.profile()} if options.profile() else {}
     if options.dpi:
         extra["dpi"] = (options.dpi, options.dpi)
-    Image.fromarray(pixels).save(path, format="JPEG", quality=95, comment=(text or "").encode(), **extra)
+    image = Image.fromarray(pixels[..., 0] if options.channels == 1 else pixels)  # JPEG: L or RGB
+    image.save(path, format="JPEG", quality=95, comment=(text or "").encode(), **extra)

@@ -14,7 +14,7 @@ from typing import BinaryIO
 import numpy as np
 
 from freescale.outputs import image_output
-from freescale.outputs.image_output import TIFF_TILE, OutputOptions, halve, pyramid_shapes, srgb_profile
+from freescale.outputs.image_output import TIFF_TILE, OutputOptions, halve, pyramid_shapes
 
 Size = tuple[int, int]  # (H, W)
 
@@ -37,12 +37,15 @@ def write_tiff(
     import tifffile
 
     shapes = pyramid_shapes(size) if options.pyramid else []
-    total = sum(h * w * 3 * dtype.itemsize for h, w in [size, *shapes])
+    channels = options.channels
+    samples = (channels,) if channels > 1 else ()  # a gray image is (H, W) to tifffile
+    total = sum(h * w * channels * dtype.itemsize for h, w in [size, *shapes])
     common = {
-        "photometric": "rgb",
+        "photometric": "rgb" if channels >= 3 else "minisblack",
+        "extrasamples": (2,) if options.mode in ("LA", "RGBA") else None,  # 2: unassociated alpha
         "tile": (TIFF_TILE, TIFF_TILE),
         "compression": "zlib",  # deflate; the tiles come compressed, this sets the tag
-        "iccprofile": srgb_profile(),
+        "iccprofile": options.profile(),
         "resolution": (options.dpi, options.dpi) if options.dpi else None,
         "resolutionunit": "INCH" if options.dpi else None,
         "metadata": None,
@@ -54,17 +57,19 @@ def write_tiff(
         spools = [stack.enter_context(tempfile.TemporaryFile(dir=directory)) for _ in shapes]
         tiff = stack.enter_context(tifffile.TiffWriter(path, bigtiff=total > image_output.BIGTIFF_ABOVE))
         rows = _spooling_pyramid(strips, _Pyramid(spools, shapes)) if shapes else strips
-        tiles = _compressed_tiles(rows, size, dtype, pool)
+        tiles = _compressed_tiles(rows, size, dtype, pool, channels)
         tiff.write(
-            tiles, shape=(*size, 3), dtype=dtype, description=text, subifds=len(shapes) or None, **common
-        )
+            tiles, shape=(*size, *samples), dtype=dtype, description=text, subifds=len(shapes) or None,
+            **common,
+        )  # fmt: skip
         for spool, shape in zip(spools, shapes, strict=True):
-            tiles = _compressed_tiles(_spooled_strips(spool, shape, dtype), shape, dtype, pool)
-            tiff.write(tiles, shape=(*shape, 3), dtype=dtype, subfiletype=1, **common)
+            level = _spooled_strips(spool, shape, dtype, channels)
+            tiles = _compressed_tiles(level, shape, dtype, pool, channels)
+            tiff.write(tiles, shape=(*shape, *samples), dtype=dtype, subfiletype=1, **common)
 
 
 def _compressed_tiles(
-    strips: Iterator[np.ndarray], size: Size, dtype: np.dtype, pool: ThreadPoolExecutor
+    strips: Iterator[np.ndarray], size: Size, dtype: np.dtype, pool: ThreadPoolExecutor, channels: int = 3
 ) -> Iterator[bytes]:
     """Deflated tiles in TIFF order, zero-padded at the right and bottom as tifffile pads them.
 
@@ -75,7 +80,7 @@ def _compressed_tiles(
     height, width = size
     across = -(-width // TIFF_TILE)
     # Tile-major, so that each tile is contiguous and compresses without a copy.
-    band = np.zeros((across, TIFF_TILE, TIFF_TILE, 3), dtype)
+    band = np.zeros((across, TIFF_TILE, TIFF_TILE, channels), dtype)
     top = filled = 0  # the image row of the band's first row; rows of the band filled
 
     def compress(x: int) -> bytes:
@@ -144,12 +149,12 @@ def _spooling_pyramid(strips: Iterator[np.ndarray], pyramid: _Pyramid) -> Iterat
     pyramid.finish()
 
 
-def _spooled_strips(spool: BinaryIO, shape: Size, dtype: np.dtype) -> Iterator[np.ndarray]:
+def _spooled_strips(spool: BinaryIO, shape: Size, dtype: np.dtype, channels: int = 3) -> Iterator[np.ndarray]:
     """A spooled level read back 512 rows at a time (one tile row: no more is ever needed at once)."""
     height, width = shape
     spool.seek(0)
     for top in range(0, height, TIFF_TILE):
-        rows = np.empty((min(TIFF_TILE, height - top), width, 3), dtype)
+        rows = np.empty((min(TIFF_TILE, height - top), width, channels), dtype)
         if spool.readinto(memoryview(rows).cast("B")) != rows.nbytes:
             raise OSError("a pyramid level's temporary file is shorter than the level")
         yield rows

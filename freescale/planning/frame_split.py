@@ -7,7 +7,9 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from freescale.config.render_config import RenderConfig
 from freescale.planning.plan import Plan, plan_request
+from freescale.tiling.frame_chunks import frame_chunks
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,15 @@ def frame_split(plan: Plan, chunks: int, memory_bytes: float | None = None) -> F
         rounds = math.ceil(chunks / groups)
         options.append(FrameSplit(groups, bands, rounds, rounds * chunk.total_s))
     return min(options, key=lambda s: (s.seconds, s.groups))
+
+
+def clip_frame_split(config: RenderConfig, plan: Plan, memory_bytes: float | None) -> FrameSplit | None:
+    """The split of a video render's chunks over `plan`'s workers; None when there is nothing to split (an
+    image, a clip of one chunk, one worker)."""
+    if not config.is_video or plan.request.workers < 2:
+        return None
+    chunks = len(frame_chunks(config.frames, config.chunk_frames, config.chunk_overlap))
+    return frame_split(plan, chunks, memory_bytes) if chunks > 1 else None
 
 
 def _replanned(plan: Plan, workers: int) -> Plan:

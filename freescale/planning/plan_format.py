@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from freescale.planning.plan import GIB, Plan, StageEstimate, memory_breakdown
+from freescale.tiling.fitted_stages import crop_offsets
 
 
 def _size(size: tuple[int, int]) -> str:
@@ -107,5 +108,38 @@ def _stage_json(s: StageEstimate) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def plan_json(plan: Plan) -> str:
-    return json.dumps(plan_to_dict(plan), indent=1)
+def plan_json(plan: Plan, output: dict[str, Any] | None = None) -> str:
+    """The plan as JSON; `output` (`output_fit`) adds how the written image comes from the last stage."""
+    data = plan_to_dict(plan)
+    if output is not None:
+        data["output"] = output
+    return json.dumps(data, indent=1)
+
+
+def output_fit(
+    last: tuple[int, int], image_size: tuple[int, int] | None, fit: str, dpi: int | None = None
+) -> dict[str, Any]:
+    """The written image: its size [W, H], and whether it is the last stage, its centre (the crop box's
+    left and top) or the last stage resized; its DPI tag."""
+    size = image_size or last
+    how = "stage" if tuple(size) == tuple(last) else fit
+    data: dict[str, Any] = {"size": [size[1], size[0]], "last_stage": [last[1], last[0]], "fit": how}
+    if how == "crop":
+        top, left = crop_offsets(last, size)
+        data["crop"] = {"left": left, "top": top, "width": size[1], "height": size[0]}
+    data["dpi"] = dpi
+    return data
+
+
+def format_output_fit(output: dict[str, Any]) -> str:
+    """One line: the output size and how it comes from the last stage."""
+    size, last = "x".join(map(str, output["size"])), "x".join(map(str, output["last_stage"]))
+    line = f"output: {size}"
+    if output["fit"] == "crop":
+        box = output["crop"]
+        line += f", the centre of the last stage {last} (left {box['left']}, top {box['top']})"
+    elif output["fit"] == "resize":
+        line += f", the last stage {last} resized (Lanczos)"
+    else:
+        line += ", the last stage as rendered"
+    return line + (f", tagged {output['dpi']} dpi" if output["dpi"] else "")

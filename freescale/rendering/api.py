@@ -24,9 +24,14 @@ def render(
 
 
 def render_to_files(
-    config: RenderConfig, placement: Placement, progress: Progress, checkpoints: CheckpointDir | None = None
+    config: RenderConfig,
+    placement: Placement,
+    progress: Progress,
+    checkpoints: CheckpointDir | None = None,
+    frame_groups: int = 1,
 ) -> list[str]:
     """Render with one in-process rank or on Ray workers, then write the outputs atomically; returns the
-    paths written. `checkpoints`: where to resume from and keep checkpoints."""
+    paths written. `checkpoints`: where to resume from and keep checkpoints; `frame_groups`: a long clip's
+    chunks rendered at once (frames x bands)."""
     with Renderer(config, placement, progress, checkpoints) as renderer:
-        return renderer.render_to_files(config)
+        return renderer.render_to_files(config, frame_groups)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,13 +16,12 @@ from freescale.config.presets import check_values
 from freescale.config.render_config import RenderConfig, build_config, load_preset
 from freescale.errors import ConfigError
 from freescale.models.families import ModelFamily
-from freescale.progress import Progress
 
 # The settings of the model a batch keeps warm: the model section of the option definition.
 MODEL_KEYS = section_keys("model")
 # `freescale batch`'s own flags; a job's message names a setting by its key, not by a render flag.
 BATCH_FLAGS = frozenset(
-    {"--output-dir", "--quiet", "--allow-outside", "--allow-pickle"}
+    {"--output-dir", "--quiet", "--allow-outside", "--allow-pickle", "--jobs-at-once"}
     | {flag for o in section("cluster").options for flag in o.cli_flags}
 )
 _PATH_KEYS = ("output", "image", "mask", "input")
@@ -38,7 +36,7 @@ class BatchItem:
     status: str = "pending"  # pending, done, skipped, failed
     message: str = ""
     frames: int = 0  # a done video job's frames
-    seconds: float = 0.0  # a done job's wall time of rendering and writing
+    seconds: float = 0.0  # a done job's wall time of rendering and writing (its share, side by side)
 
 
 def output_root(path: str, output_dir: str | None = None) -> str:
@@ -170,7 +168,8 @@ def _job_config(
     return config
 
 
-def _message(exc: Exception) -> str:
+def job_message(exc: Exception) -> str:
+    """A job's failure as one line of the batch's words."""
     text = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
     return _in_batch_words(text.splitlines()[0] if text else type(exc).__name__)
 
@@ -185,7 +184,7 @@ def plan_items(
     """Validate every job before anything renders; a bad job (any error) is a failed item, not a failed
     batch, and so is a job whose output another job already writes. `family`: the shared model's (its
     FreeU defaults), None meaning SDXL; `root`: where outputs must stay (None: anywhere)."""
-    models = {tuple(job.get(k) for k in MODEL_KEYS) for job in jobs}
+    models = {repr([job.get(k) for k in MODEL_KEYS]) for job in jobs}  # repr: a lora list is no dict key
     if len(models) > 1:
         shared = ", ".join(MODEL_KEYS)
         raise ConfigError(f"batch jobs must share {shared} (one warm model); give them in defaults")
@@ -195,7 +194,7 @@ def plan_items(
         try:
             item.config = _job_config(index, job, native_size, family, root, allow_pickle)
         except Exception as exc:  # whatever is wrong with one job fails that job only
-            item.status, item.message = "failed", _message(exc)
+            item.status, item.message = "failed", job_message(exc)
         if item.config is not None:
             place = os.path.realpath(item.output)
             if place in writers:
@@ -209,25 +208,12 @@ def plan_items(
     return items
 
 
-def run_items(items: list[BatchItem], placement, progress: Progress) -> None:
-    """Render the pending items on one warm Renderer. A lost worker is retried by the renderer itself (up
-    to the placement's max_retries); an item that still fails, for any reason, is reported and the next
-    one starts (on a fresh pool after a lost worker)."""
-    from freescale.rendering.renderer import Renderer
-
-    pending = [item for item in items if item.status == "pending"]
-    if not pending:
-        return
-    with Renderer(pending[0].config, placement, progress) as renderer:
-        for item in pending:
-            progress.note(f"batch item {item.index}: {item.output}")
-            started = time.monotonic()
-            try:
-                renderer.render_to_files(item.config)
-                item.status, item.seconds = "done", time.monotonic() - started
-                item.frames = item.config.frames if item.config.is_video else 0
-            except Exception as exc:  # one job's failure is reported, the others run
-                item.status, item.message = "failed", _message(exc)
+def refuse_shared_failure(items: list[BatchItem]) -> None:
+    """Every job refused with one and the same message: the batch's shared settings are wrong (a
+    folder's flags, a jobs file's defaults), which is bad input for the whole command (exit 2)."""
+    messages = {item.message for item in items if item.status == "failed"}
+    if len(items) > 1 and len(messages) == 1 and all(item.status == "failed" for item in items):
+        raise ConfigError(f"every job: {messages.pop()}")
 
 
 def summary(items: list[BatchItem]) -> str:

@@ -12,13 +12,19 @@ from freescale.cluster.sharding.shard_group import ShardGroup
 from freescale.method.snapshots import CheckpointSink
 from freescale.models import loading
 from freescale.models.loading import LoadedModel
+from freescale.models.lora_files import LoraFile
 from freescale.progress import Progress
 
 
 def load_model_for(
-    model: str, model_config: str | None, device: str | None, dtype: str | None, allow_pickle: bool = False
+    model: str,
+    model_config: str | None,
+    device: str | None,
+    dtype: str | None,
+    allow_pickle: bool = False,
+    lora: tuple[LoraFile, ...] = (),
 ) -> LoadedModel:
-    source = loading.resolve_model_source(model, model_config, allow_pickle)
+    source = loading.resolve_model_source(model, model_config, allow_pickle, lora=lora)
     return loading.load_model(source, device, dtype)
 
 
@@ -28,6 +34,7 @@ class InProcessPool:
 
     world = 1
     backend = "in-process"
+    broken = False  # a failed render leaves nothing behind that the next one could trip on
 
     def __init__(
         self,
@@ -38,8 +45,9 @@ class InProcessPool:
         progress: Progress | None = None,
         loaded: LoadedModel | None = None,
         allow_pickle: bool = False,
+        lora: tuple[LoraFile, ...] = (),
     ) -> None:
-        self.source = (model, model_config, device, dtype, allow_pickle)
+        self.source = (model, model_config, device, dtype, allow_pickle, lora)
         self.progress = progress
         self.loaded = loaded
         self.state: RankState | None = None
@@ -48,8 +56,11 @@ class InProcessPool:
         model = self.loaded or load_model_for(*self.source)
         self.state = RankState(0, 1, ShardGroup.single(), model, model.device, progress=self.progress)
 
-    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Any]:
-        return [fn(self.state, *args, **kwargs)]
+    def run(
+        self, fn: Callable[..., Any], *args: Any, per_rank_args: list[Any] | None = None, **kwargs: Any
+    ) -> list[Any]:
+        mine = [per_rank_args[0]] if per_rank_args is not None else []
+        return [fn(self.state, *mine, *args, **kwargs)]
 
     def run_on(self, rank: int, fn: Callable[..., Any], *args: Any) -> Any:
         return fn(self.state, *args)

@@ -15,6 +15,7 @@ from freescale.config.render_config import RenderConfig
 from freescale.errors import ConfigError
 from freescale.method.cascade import Cascade
 from freescale.method.snapshots import CheckpointEvent, CheckpointSink, Snapshot
+from freescale.method.vae_fallback import TileReport
 from freescale.progress import Progress
 from freescale.tiling.bands import row_bands
 
@@ -45,6 +46,7 @@ def pixel_bands(config: RenderConfig, stage: int, world: int, vae_scale: int) ->
 def motion_unet_of(state: RankState, config: RenderConfig):
     """The motion UNet of a video render (the rank's image UNet and the config's adapter), built once per
     adapter and kept on the rank; None for an image render."""
+    from freescale.cluster.sharding.band_ops import unsharded
     from freescale.models.motion_adapter import load_motion_adapter, motion_unet
 
     if not config.is_video:
@@ -57,7 +59,8 @@ def motion_unet_of(state: RankState, config: RenderConfig):
         if config.window > table:
             raise ConfigError(f"--window {config.window} is more than the motion adapter's positional "
                               f"table of {table} frames")  # fmt: skip
-        state.motion_unet = (config.motion_adapter, motion_unet(model, adapter))
+        with unsharded(model.pipe.unet):  # after an image render its layers are band versions
+            state.motion_unet = (config.motion_adapter, motion_unet(model, adapter))
     return state.motion_unet[1]
 
 
@@ -91,14 +94,18 @@ def render_latents(
 
 
 def _strips(
-    model, config: RenderConfig, latents: torch.Tensor, rows: tuple[int, int]
+    model,
+    config: RenderConfig,
+    latents: torch.Tensor,
+    rows: tuple[int, int],
+    report: TileReport | None = None,
 ) -> Iterator[np.ndarray]:
     """Pixel strips (n, W, 3) of image rows `rows` of a stage (a video's frame) with these whole latents,
     at the config's bit depth, each yielded as soon as its VAE tile row is decoded."""
     from freescale.method.vae_transitions import pixel_strips
 
     with torch.inference_mode():
-        yield from pixel_strips(model.pipe.vae, latents, rows, config.bit_depth)
+        yield from pixel_strips(model.pipe.vae, latents, rows, config.bit_depth, report)
 
 
 @dataclass(frozen=True)
@@ -113,9 +120,9 @@ class ClipChunk:
 
 def _chunk_of(state: RankState, resume: RenderResume, chunks: tuple[ClipChunk, ...], groups: int):
     """This rank's band group, frames and resume for its group's chunk (None when its group has none)."""
-    from freescale.cluster.sharding.frame_groups import split_for_frames
+    from freescale.cluster.sharding.rank_groups import split_into_groups
 
-    index, group = split_for_frames(state.group, groups)
+    index, group = split_into_groups(state.group, groups)
     if index >= len(chunks):
         return group, None, resume
     chunk, sink = chunks[index], resume.sink
@@ -129,32 +136,40 @@ def _chunk_of(state: RankState, resume: RenderResume, chunks: tuple[ClipChunk, .
 
 def render_on_rank(
     state: RankState,
-    config: RenderConfig,
+    config: RenderConfig | None,
     cfg_parallel: bool = False,
     resume: RenderResume | None = None,
     stages: list[int] | None = None,
     quiet: bool = False,
     chunks: tuple[ClipChunk, ...] = (),
-    frame_groups: int = 1,
+    groups: int = 1,
 ) -> dict:
     """The rank entry point (`pool.run(render_on_rank, ...)`): render, then this rank's rows of each of
     `stages` (default: the output stages) as strips kept on the rank until the driver takes them with
     `take_strip`, in order. Returns, from rank 0, every stage's latents.
 
-    A video renders all its frames, or with `chunks` the ranks form `frame_groups` equal groups and group
-    g renders chunks[g] (none if there are fewer), sharded over its ranks; a video's strips are held under
-    (stage, frame in the clip). Progress goes to the state's own reporter (the driver's, in its process);
-    else rank 0 prints plain lines, which Ray forwards to the driver's log, unless `quiet`."""
+    With `groups` > 1 the ranks form that many equal groups, each rendering its own work sharded over its
+    ranks: with `chunks`, group g renders chunks[g] of the clip (none if there are fewer); without, each
+    group renders the config its ranks are given (`pool.run(..., per_rank_args=...)`: a batch's jobs side
+    by side; None for a group with no job). A video renders all its frames, or a chunk's, its strips held
+    under (stage, frame in the clip). Progress goes to the state's own reporter (the driver's, in its
+    process); else rank 0 prints plain lines (its own group's), which Ray forwards to the driver's log,
+    unless `quiet`."""
+    from freescale.cluster.sharding.rank_groups import split_into_groups
     from freescale.method.vae_transitions import vae_scale
 
-    progress = state.progress or Progress(quiet=quiet or state.rank != 0)
-    unet = motion_unet_of(state, config)
+    state.held = {}
     resume, group, frames = resume or RenderResume(), state.group, None
+    if groups > 1 and not chunks:
+        group = split_into_groups(state.group, groups)[1]
+    if config is None:
+        return {"latents": None}  # no job for this group
+    progress = state.progress or Progress(quiet=quiet or state.rank != 0, warnings=not quiet)
+    unet = motion_unet_of(state, config)
     if config.is_video:
         frames = range(config.frames)
         if chunks:
-            group, frames, resume = _chunk_of(state, resume, chunks, frame_groups)
-    state.held = {}
+            group, frames, resume = _chunk_of(state, resume, chunks, groups)
     if frames is None and config.is_video:
         return {"latents": None}  # no chunk for this group in this round
     latents = render_latents(state.model, group, config, progress, cfg_parallel, resume, unet, frames)
@@ -168,7 +183,8 @@ def render_on_rank(
         if config.is_video:
             parts = [((stage, f), latents[stage][:, :, i]) for i, f in enumerate(frames)]
         for key, frame_latents in parts:
-            strips = _strips(state.model, config, frame_latents, bands[group.rank])
+            report = TileReport(stage, key[1] if config.is_video else None, progress.warn)
+            strips = _strips(state.model, config, frame_latents, bands[group.rank], report)
             # One rank decodes as the driver writes, so the image is never held whole; many ranks decode
             # their rows at once while the driver fetches them one rank at a time.
             state.held[key] = strips if state.world == 1 else iter(list(strips))

@@ -20,8 +20,10 @@ from freescale.config.render_config import RenderConfig
 from freescale.method.snapshots import CheckpointEvent, Snapshot
 from freescale.models.loading import LoadedModel
 from freescale.outputs.checkpoints import CheckpointDir
+from freescale.outputs.fitted_strips import fitted
 from freescale.outputs.image_output import OutputOptions, stage_path
 from freescale.outputs.streaming_output import write_image_strips
+from freescale.outputs.upscale_output import finished
 from freescale.progress import Progress
 from freescale.rendering.in_process_pool import InProcessPool
 from freescale.rendering.rank_render import (
@@ -46,7 +48,6 @@ class Placement:
     strategy: str = "PACK"
     cfg_parallel: bool = False
     max_retries: int = 0
-    frame_groups: int = 1  # a long clip's chunks rendered at once, each by workers / frame_groups workers
 
     @property
     def in_process(self) -> bool:
@@ -88,13 +89,13 @@ class Renderer:
         c, p = self.model_config, self.placement
         if p.in_process:
             self.pool = InProcessPool(
-                c.model, c.model_config, c.device, c.dtype, self.progress, self.loaded, c.allow_pickle
+                c.model, c.model_config, c.device, c.dtype, self.progress, self.loaded, c.allow_pickle, c.lora
             )
         else:
             self.progress.note(f"starting {p.workers} workers")
             self.pool = WorkerPool(
                 p.workers, model=c.model, model_config=c.model_config, device=c.device, dtype=c.dtype,
-                strategy=p.strategy, address=p.address, allow_pickle=c.allow_pickle,
+                strategy=p.strategy, address=p.address, allow_pickle=c.allow_pickle, lora=c.lora,
             )  # fmt: skip
         self.pool.start()  # cleans up after itself if it fails
         try:
@@ -113,21 +114,51 @@ class Renderer:
         if isinstance(self.pool, WorkerPool):
             self.progress.note(f"{self.pool.world} workers ready ({self.pool.backend})")
 
-    def render_to_files(self, config: RenderConfig) -> list[str]:
+    def render_to_files(self, config: RenderConfig, frame_groups: int = 1) -> list[str]:
         """Render, then write the outputs strip by strip (the driver holds one strip and the writer's
-        buffer, never the image); returns the paths written."""
+        buffer, never the image); returns the paths written. `frame_groups`: a long clip's chunks rendered
+        at once, each on workers / frame_groups workers (frames x bands)."""
         written: list[str] = []
         stages = output_stages(config)
 
         def attempt() -> None:
             if config.is_video:
-                self._render_clip(config, written)
+                self._render_clip(config, written, frame_groups)
                 return
             self._render(config, stages)
             self._write_outputs(config, written)
 
         self._with_retries(attempt)
         return written
+
+    def render_side_by_side(self, configs: list[RenderConfig], groups: int) -> list[Exception | None]:
+        """Up to `groups` renders at once, each on its own group of workers / groups workers (sharded in
+        row bands within it), then each one's outputs written from its group; a clip must be one chunk.
+        A lost worker is retried as for one render; a render that fails on its ranks fails them all (the
+        pool is then restarted), so the caller renders them again one by one. Returns, per config, the
+        error that stopped writing its outputs, or None."""
+        size = self.pool.world // groups
+        per_rank = [configs[r // size] if r // size < len(configs) else None for r in range(self.pool.world)]
+        written: list[list[str]] = [[] for _ in configs]
+        errors: list[Exception | None] = [None] * len(configs)
+
+        def attempt() -> None:
+            quiet = self.progress.quiet
+            self.pool.run(render_on_rank, per_rank_args=per_rank, quiet=quiet, groups=groups)
+            for index, config in enumerate(configs):
+                ranks = range(index * size, (index + 1) * size)
+                try:
+                    if config.is_video:
+                        self._write_clip(config, written[index], self._frames(config, ranks))
+                    else:
+                        self._write_outputs(config, written[index], ranks)
+                except WorkerLost:
+                    raise
+                except Exception as exc:  # a file this render cannot write; the others are written
+                    errors[index] = exc
+
+        self._with_retries(attempt)
+        return errors
 
     def render_arrays(self, config: RenderConfig, stages: list[int]) -> dict[int, np.ndarray]:
         """Render, then every stage of `stages` as one (H, W, 3) array (for the Python API)."""
@@ -157,6 +188,11 @@ class Renderer:
                     raise
                 retries += 1
                 self.progress.note(f"{lost}; starting fresh workers (retry {retries}/{limit})")
+            except Exception:
+                # A render that failed on its ranks leaves the pool unusable (a rank may be mid-collective):
+                # the next render, of a batch, starts on a fresh one.
+                self._lost = getattr(self.pool, "broken", False)
+                raise
 
     def _render(self, config: RenderConfig, stages: list[int]) -> list[dict]:
         """Every rank renders; the strips of `stages` stay on the ranks until fetched."""
@@ -190,7 +226,7 @@ class Renderer:
             resume = RenderResume(snapshot, c.every if c is not None else None, sink)
             cfg, quiet = self.placement.cfg_parallel, self.progress.quiet
             return self.pool.run(
-                render_on_rank, config, cfg, resume, stages, quiet=quiet, chunks=chunks, frame_groups=groups
+                render_on_rank, config, cfg, resume, stages, quiet=quiet, chunks=chunks, groups=groups
             )
 
     def _strips(self, key: int | tuple[int, int], ranks: range | None = None) -> Iterator[np.ndarray]:
@@ -200,9 +236,9 @@ class Renderer:
             while (strip := self.pool.run_on(rank, take_strip, key)) is not None:
                 yield strip
 
-    def _write_outputs(self, config: RenderConfig, written: list[str]) -> None:
-        """Write each output stage's file, appending its path to `written`; files already in `written`
-        (from an attempt that lost a worker later) are kept as they are."""
+    def _write_outputs(self, config: RenderConfig, written: list[str], ranks: range | None = None) -> None:
+        """Write each output stage's file from `ranks` (default all), appending its path to `written`;
+        files already in `written` (from an attempt that lost a worker later) are kept as they are."""
         stamp = recipe(config, self.identity)
         options = OutputOptions(dpi=config.dpi, pyramid=config.pyramid)
         dtype = np.uint16 if config.bit_depth == 16 else np.uint8
@@ -213,31 +249,47 @@ class Renderer:
             if path in written:
                 continue
             self.progress.note(f"writing {path}")
-            write_image_strips(
-                self._strips(stage), size, dtype, path, config.overwrite, {**stamp, "stage": stage}, options
-            )
+            strips, meta = self._strips(stage, ranks), {**stamp, "stage": stage}
+            # An upscale's files keep its input's profile, gray and alpha (freescale.outputs.upscale_output).
+            strips, size, kept = finished(*fitted(strips, config, stage), config, stage, options)
+            write_image_strips(strips, size, dtype, path, config.overwrite, meta, kept)
             written.append(path)
 
-    def _render_clip(self, config: RenderConfig, written: list[str]) -> None:
-        """A video, chunk by chunk (`frame_chunks`; several at once on groups of ranks with frame_groups),
-        its frames fetched strip by strip and encoded in order; the frames two chunks share cross-fade, so
-        the driver holds at most one overlap of frames, and memory does not grow with the clip's length."""
-        from freescale.outputs.video.clip_output import write_clip
-
+    def _render_clip(self, config: RenderConfig, written: list[str], groups: int) -> None:
+        """A video, chunk by chunk (`frame_chunks`; `groups` at once on groups of ranks), its frames
+        fetched strip by strip and encoded in order; the frames two chunks share cross-fade, so the driver
+        holds at most one overlap of frames, and memory does not grow with the clip's length."""
         if config.output in written:
             return
         chunks = frame_chunks(config.frames, config.chunk_frames, config.chunk_overlap)
         count = f" in {len(chunks)} chunks" if len(chunks) > 1 else ""
-        self.progress.note(f"writing {config.output}{count}")
-        write_clip(config, self._clip_frames(config, chunks), recipe(config, self.identity), self.progress)
+        self._write_clip(config, written, self._clip_frames(config, chunks, groups), count)
+
+    def _write_clip(
+        self, config: RenderConfig, written: list[str], frames: Iterator[np.ndarray], what: str = ""
+    ) -> None:
+        from freescale.outputs.video.clip_output import write_clip
+
+        if config.output in written:
+            return
+        self.progress.note(f"writing {config.output}{what}")
+        write_clip(config, frames, recipe(config, self.identity), self.progress)
         written.append(config.output)
 
-    def _clip_frames(self, config: RenderConfig, chunks: list[tuple[int, int]]) -> Iterator[np.ndarray]:
-        """The clip's last-stage frames in order: `frame_groups` chunks at a time, one per group of ranks,
-        then each chunk's frames fetched from its group, cross-faded where it shares them."""
+    def _frames(self, config: RenderConfig, ranks: range) -> Iterator[np.ndarray]:
+        """A rendered clip's last-stage frames in order, each fetched from `ranks`."""
+        last = len(config.stages) - 1
+        for f in range(config.frames):
+            yield np.concatenate(list(self._strips((last, f), ranks)))
+
+    def _clip_frames(
+        self, config: RenderConfig, chunks: list[tuple[int, int]], groups: int
+    ) -> Iterator[np.ndarray]:
+        """The clip's last-stage frames in order: `groups` chunks at a time, one per group of ranks, then
+        each chunk's frames fetched from its group, cross-faded where it shares them."""
         from freescale.outputs.video.clip_output import crossfaded
 
-        last, groups = len(config.stages) - 1, self.placement.frame_groups
+        last = len(config.stages) - 1
         shared: list[np.ndarray] = []  # the previous chunk's frames that this one renders again
         for first in range(0, len(chunks), groups):
             batch = range(first, min(len(chunks), first + groups))

@@ -1,5 +1,6 @@
-"""A long clip's chunks over groups of ranks: the world split into equal groups, each rendering a chunk of its
-own at the same time, sharded over the group's ranks in row bands (frames x bands)."""
+"""The world split into equal groups of consecutive ranks, each rendering work of its own at the same time,
+sharded over the group's ranks in row bands: a long clip's chunks (frames x bands), or a batch's jobs side by
+side."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from freescale.cluster.sharding.shard_group import ShardGroup
 _SPLITS: dict[tuple[int, int], tuple[int, ShardGroup]] = {}
 
 
-def split_for_frames(world: ShardGroup, groups: int) -> tuple[int, ShardGroup]:
+def split_into_groups(world: ShardGroup, groups: int) -> tuple[int, ShardGroup]:
     """(this rank's group, its band group): `groups` groups of consecutive ranks. Made once per worker
     process and split the same way for every render (process groups are costly to create)."""
     if groups == 1:

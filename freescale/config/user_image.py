@@ -115,7 +115,12 @@ def _pillow_values(image: Image.Image, path: str) -> tuple[np.ndarray, np.ndarra
         if values.min() < 0 or values.max() > 65535:
             raise ConfigError(f"{FLAG} {path}: 32-bit integer values outside 0..65535 are not supported")
         return values.astype(np.uint16)[..., None], None, ()
-    if is_png16(image):  # 16-bit RGB, RGBA or gray+alpha PNG, read in full
+    if is_png16(image) and image.tile[0].args == "LA;16B":  # Pillow has no unpacker for its low bytes
+        raise ConfigError(
+            f"{FLAG} {path}: 16-bit gray+alpha PNG is not read exactly; save it as a 16-bit RGBA PNG or "
+            "a 16-bit TIFF"
+        )
+    if is_png16(image):  # 16-bit RGB or RGBA PNG, read in full
         return (*_alpha_split(exact_values(image), mode in ("RGBA", "LA")), ())
     if mode in ("P", "PA"):
         has_alpha = mode == "PA" or "transparency" in image.info

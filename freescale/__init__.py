@@ -15,6 +15,8 @@ _PUBLIC = {
     "RenderConfig": "freescale.config.render_config",
     "build_config": "freescale.config.render_config",
     "scale_fusion": "freescale.method.scale_fusion",
+    "FreeScaleXLPipeline": "freescale.rendering.pipelines",
+    "FreeScalePipeline": "freescale.rendering.pipelines",
 }
 
 
@@ -27,4 +29,12 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'freescale' has no attribute {name!r}")
 
 
-__all__ = ["RenderConfig", "build_config", "render", "scale_fusion", "__version__"]
+__all__ = [
+    "FreeScalePipeline",
+    "FreeScaleXLPipeline",
+    "RenderConfig",
+    "build_config",
+    "render",
+    "scale_fusion",
+    "__version__",
+]

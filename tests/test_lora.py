@@ -111,7 +111,9 @@ def test_fused_modules_are_plain_with_merged_weights(lora_path):
     fused, by_hand = load([f"{path}:0.7"]), load()
     merge_by_hand(by_hand.pipe.unet, pairs, 0.7)
     assert [type(m) for m in fused.pipe.unet.modules()] == [type(m) for m in by_hand.pipe.unet.modules()]
-    for (name, a), (_, b) in zip(fused.pipe.unet.named_parameters(), by_hand.pipe.unet.named_parameters()):
+    for (name, a), (_, b) in zip(
+        fused.pipe.unet.named_parameters(), by_hand.pipe.unet.named_parameters(), strict=True
+    ):
         assert torch.allclose(a, b, rtol=0, atol=1e-6), name
     assert any(not torch.equal(fused.pipe.unet.get_submodule(n).weight,
                                load().pipe.unet.get_submodule(n).weight) for n in pairs)  # fmt: skip
@@ -188,7 +190,9 @@ def test_a_batch_of_two_jobs_fuses_the_lora_once(lora_path, tmp_path, monkeypatc
     path, _ = lora_path
     calls = []
     real = lora_fusing.fuse_loras
-    monkeypatch.setattr(lora_fusing, "fuse_loras", lambda pipe, loras: (calls.append(loras), real(pipe, loras)))
+    monkeypatch.setattr(
+        lora_fusing, "fuse_loras", lambda pipe, loras: (calls.append(loras), real(pipe, loras))
+    )
     jobs = tmp_path / "jobs.yaml"
     jobs.write_text(
         f"defaults: {{scale: 1, steps: 2, lora: ['{path}:0.7']}}\n"

@@ -35,6 +35,8 @@ TODAYS_FIELDS.update({
 TODAYS_FIELDS.update({"fit": "crop", "image_size": None})
 # --scheduler (tests/test_samplers.py): None is the model's own.
 TODAYS_FIELDS.update({"scheduler": None})
+# --lora (tests/test_lora.py): no LoRA fused.
+TODAYS_FIELDS.update({"lora": ()})
 OUTPUT_KEYS = {"output", "overwrite", "save_stages", "bit_depth", "dpi", "pyramid"}
 
 

@@ -19,8 +19,8 @@ from freescale.errors import ConfigError
 _NOT_SHOWN = frozenset({"stages", "aspect", "image", "restart", "input_image"})
 _HELP = {
     "scale": {"type": float, "help": "the output is N times the input's size (any number > 0: 2, 1.5 ...)"},
-    "size": {"help": "the output's exact size WIDTHxHEIGHT, any; the input's aspect is kept and its centre cut "
-             "(or with --fit resize the whole input resized to it)"},
+    "size": {"help": "the output's exact size WIDTHxHEIGHT, any; the input's aspect is kept and its centre "
+             "cut (or with --fit resize the whole input resized to it)"},
     "fit": {"help": "how the last stage becomes the exact size: cut its centre (the input's aspect kept), "
             "or resize it (Lanczos; the aspect changes to the asked one)"},
     "strength": {"help": "fidelity: how far the upper stages restart from noise, 0 < S <= 1; lower keeps the "
@@ -38,9 +38,9 @@ def add_upscale_command(commands: Any) -> None:
     parser = commands.add_parser(
         "upscale",
         help="upscale your own image to any size",
-        description="Upscale IMAGE with FreeScale: it is fitted to the model's native area as the base stage, "
-        "then doubled stage by stage to --scale N times its size, --size WxH or --print SIZE at --dpi, "
-        "exactly. Every option falls back to the preset, then to its default.",
+        description="Upscale IMAGE with FreeScale: it is fitted to the model's native area as the base "
+        "stage, then doubled stage by stage to --scale N times its size, --size WxH or --print SIZE at "
+        "--dpi, exactly. Every option falls back to the preset, then to its default.",
         epilog=interrupts.EXIT_CODES,
         formatter_class=interrupts.ExitCodesFormatter,
     )

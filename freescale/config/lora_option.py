@@ -25,7 +25,9 @@ def _weight(value: Any, text: Any) -> float:
     except (TypeError, ValueError):
         weight = math.nan
     if not math.isfinite(weight):
-        raise ConfigError(f"--lora {text!r}: weight {value!r} is not a number; use FILE:WEIGHT, e.g. a.safetensors:0.8")
+        raise ConfigError(
+            f"--lora {text!r}: weight {value!r} is not a number; use FILE:WEIGHT, e.g. a.safetensors:0.8"
+        )
     return weight
 
 
@@ -52,9 +54,12 @@ def _one_lora(value: Any, allow_pickle: bool) -> LoraFile:
         sha256 = value.get("sha256")
         if sha256 is not None and not isinstance(sha256, str):
             raise ConfigError(f"--lora {value['path']}: sha256 {sha256!r} is not text")
-        return lora_file(value["path"], _weight(value.get("weight", 1.0), value["path"]), allow_pickle, sha256)
+        return lora_file(
+            value["path"], _weight(value.get("weight", 1.0), value["path"]), allow_pickle, sha256
+        )
     raise ConfigError(
-        f"lora item {value!r} is not FILE[:WEIGHT] text or a mapping of {', '.join(_MAPPING_KEYS)} (path needed)"
+        f"lora item {value!r} is not FILE[:WEIGHT] text or a mapping of {', '.join(_MAPPING_KEYS)} "
+        "(path needed)"
     )
 
 

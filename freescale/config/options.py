@@ -116,8 +116,8 @@ SECTIONS: tuple[Section, ...] = (
         Option("allow_pickle", "also load pickled weights (.bin, .ckpt, .pt: loading one can run code it "
                "carries); without it only .safetensors load", type=bool, default=False, switch=True,
                preset=False, default_help=""),
-        Option("lora", "fuse a LoRA (diffusers or kohya .safetensors, of the model's family) into the weights "
-               "at WEIGHT (default 1); repeat for more, fused in order", default=(),
+        Option("lora", "fuse a LoRA (diffusers or kohya .safetensors, of the model's family) into the "
+               "weights at WEIGHT (default 1); repeat for more, fused in order", default=(),
                annotation=tuple[LoraFile, ...], metavar="FILE[:WEIGHT]", repeat=True, default_help="none"),
     )),
     Section("size", "size", (

@@ -11,6 +11,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from freescale.config.image_size import MAX_SIDE, check_image_size, image_stages, refuse_image_size_keys
+from freescale.config.lora_option import parse_loras
 from freescale.config.options import (
     BLUR_MODES,
     DEFAULT_CHECKPOINT_EVERY,
@@ -27,7 +28,6 @@ from freescale.config.options import (
     field_options,
     number_fields,
 )
-from freescale.config.lora_option import parse_loras
 from freescale.config.output_place import check_output_place
 from freescale.config.parsing import parse_freeu, parse_number, parse_size, parse_stages, resolve_stages
 from freescale.config.presets import (

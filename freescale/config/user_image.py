@@ -198,10 +198,11 @@ def read_user_image(path: str) -> UserImage:
     with open_image(path, FLAG, check_mode=False) as image:
         if image.mode not in MODES:
             raise ConfigError(f"{FLAG} {path} has image mode {image.mode!r}; supported: {ALLOWED}")
-        orientation = image.getexif().get(ORIENTATION_TAG, 1)
         icc = image.info.get("icc_profile") if image.mode != "CMYK" else None
         try:
             pixels, alpha, notes = _pillow_values(image, path)
+            # After decoding: reading a PNG's EXIF loads the image (and a 16-bit PNG must be read unloaded).
+            orientation = image.getexif().get(ORIENTATION_TAG, 1)
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             if isinstance(exc, ConfigError):
                 raise

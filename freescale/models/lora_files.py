@@ -89,7 +89,9 @@ def lora_pairs(path: str) -> list[LoraPair]:
     for module in sorted(set(downs) | set(ups)):
         down, up = downs.get(module), ups.get(module)
         if down is None or up is None:
-            raise ConfigError(f"--lora {path} is not a whole LoRA: {module!r} has a down or an up weight only")
+            raise ConfigError(
+                f"--lora {path} is not a whole LoRA: {module!r} has a down or an up weight only"
+            )
         if len(down) not in (2, 4) or len(up) != len(down) or up[1] != down[0]:
             raise ConfigError(
                 f"--lora {path} is not a LoRA: {module!r} has down {list(down)} and up {list(up)}, which "

@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 
 _TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
 # A UNet layer in diffusers names (kohya's underscores turned into dots where they separate indices).
-_BLOCK = re.compile(r"^(?P<kind>down_blocks|up_blocks)\.(?P<block>\d+)\.(?P<part>attentions|resnets)\.(?P<index>\d+)\.")
+_BLOCK = re.compile(
+    r"^(?P<kind>down_blocks|up_blocks)\.(?P<block>\d+)\.(?P<part>attentions|resnets)\.(?P<index>\d+)\."
+)
 _MID = re.compile(r"^mid_block\.(?P<part>attentions|resnets)\.(?P<index>\d+)\.")
 _DEPTH = re.compile(r"\.transformer_blocks\.(?P<depth>\d+)\.")
 # Layers whose input is the block's width, and those whose input is the text conditioning.

@@ -169,6 +169,10 @@ class Renderer:
 
         return self._with_retries(attempt)
 
+    def render_latents(self, config: RenderConfig) -> list:
+        """Render, decoding nothing; every stage's whole latents, base first (for the Python API)."""
+        return self._with_retries(lambda: self._render(config, [])[0]["latents"])
+
     def _with_retries(self, attempt: Callable[[], T]) -> T:
         """The one retry loop, for a render and for every item of a batch: a lost worker, while rendering
         or while the outputs are fetched, costs a fresh pool and a resume from the last checkpoint, up to

@@ -74,7 +74,7 @@ def test_key_lists_are_derived_from_the_sections():
     from freescale.rendering.batch import MODEL_KEYS
 
     assert set(_OUTPUT_FIELDS) == OUTPUT_KEYS
-    assert MODEL_KEYS == ("model", "model_config", "device", "dtype", "allow_pickle")
+    assert MODEL_KEYS == ("model", "model_config", "device", "dtype", "allow_pickle", "lora")
     assert MODEL_KEYS == options.section_keys("model")
     assert set(options.number_fields()) == {
         "steps", "seed", "dilate_tau", "bit_depth", "dpi", "guidance", "cosine_scale", "cosine_scale_bg",

@@ -2,6 +2,7 @@
 one and two ranks, load from diffusers and kohya layouts, are recorded in recipes and refused early."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -193,9 +194,11 @@ def test_a_batch_of_two_jobs_fuses_the_lora_once(lora_path, tmp_path, monkeypatc
     monkeypatch.setattr(
         lora_fusing, "fuse_loras", lambda pipe, loras: (calls.append(loras), real(pipe, loras))
     )
+    (tmp_path / "loras").mkdir()
+    shutil.copy(path, tmp_path / "loras" / "style.safetensors")  # relative to the jobs file, as images are
     jobs = tmp_path / "jobs.yaml"
     jobs.write_text(
-        f"defaults: {{scale: 1, steps: 2, lora: ['{path}:0.7']}}\n"
+        "defaults: {scale: 1, steps: 2, lora: ['loras/style.safetensors:0.7']}\n"
         "jobs:\n  - {prompt: a fox, output: a.png}\n  - {prompt: a bird, output: b.png}\n"
     )
     assert cli.main(["batch", str(jobs), "--quiet", "--workers", "1"]) == 0, capsys.readouterr().err

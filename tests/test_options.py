@@ -37,6 +37,8 @@ TODAYS_FIELDS.update({"fit": "crop", "image_size": None})
 TODAYS_FIELDS.update({"scheduler": None})
 # --lora (tests/test_lora.py): no LoRA fused.
 TODAYS_FIELDS.update({"lora": ()})
+# `freescale upscale IMAGE` (tests/test_upscale.py): no input image, no caption model.
+TODAYS_FIELDS.update({"input_image": None, "caption_model": None})
 OUTPUT_KEYS = {"output", "overwrite", "save_stages", "bit_depth", "dpi", "pyramid"}
 
 
@@ -95,7 +97,13 @@ def test_render_flags_are_the_definitions():
     expected = everything - video_flags
     image_flags = {flag for o in options.section("image_size").options for flag in o.cli_flags}
     assert image_flags == {"--print", "--landscape", "--aspect", "--fit"}
-    assert flags_of(render) == expected and flags_of(video) == everything - image_flags
+    upscale_flags = {flag for o in options.section("upscale").options for flag in o.cli_flags}
+    assert upscale_flags == {"input_image", "--caption-model"}
+    expected -= upscale_flags
+    assert flags_of(render) == expected and flags_of(video) == everything - image_flags - upscale_flags
+    upscale = flags_of(commands["upscale"])
+    assert {"--caption-model", "--strength", "--print", "--fit", "--scale"} <= upscale
+    assert not upscale & {"--stages", "--aspect", "--image", "--restart", "--input"}
     assert expected >= {
         "--model", "--model-config", "--device", "--dtype", "--size", "--scale", "--stages", "--stage-rule",
         "--steps", "--guidance", "--seed", "--negative-prompt", "--cosine-scale", "--cosine-scale-bg",

@@ -93,7 +93,25 @@ def load_jobs(path: str, output_dir: str | None = None) -> list[dict[str, Any]]:
             value = job.get(key)
             if isinstance(value, str) and value and "\0" not in value and not os.path.isabs(value):
                 job[key] = os.path.join(output_root(path, output_dir) if key == "output" else base, value)
+        if job.get("lora"):
+            job["lora"] = _loras_from(job["lora"], base)
     return jobs
+
+
+def _loras_from(value: Any, base: str) -> list[Any]:
+    """A job's LoRA list with relative files taken from the jobs file's folder, as images and clips are
+    (the weight after a colon stays with its file)."""
+    from freescale.config.lora_option import split_lora_text
+
+    items = []
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, str) and item and "\0" not in item:
+            file, weight = split_lora_text(item)
+            item = {"path": file if os.path.isabs(file) else os.path.join(base, file), "weight": weight}
+        elif isinstance(item, dict) and isinstance(item.get("path"), str) and not os.path.isabs(item["path"]):
+            item = {**item, "path": os.path.join(base, item["path"])}
+        items.append(item)
+    return items
 
 
 def load_batch(

@@ -86,10 +86,10 @@ def check_clip_output(config) -> None:
 
 def cmd_render(args: argparse.Namespace) -> int:
     """`freescale render` and `freescale video` (the config says which)."""
-    return render_config(args, *config_from_args(args))
+    return run_render(args, *config_from_args(args))
 
 
-def render_config(args: argparse.Namespace, config, source, prepare=None) -> int:
+def run_render(args: argparse.Namespace, config, source, prepare=None) -> int:
     """Check, plan and render `config` as `cmd_render` does; `prepare(config)`, after every check and
     before any model loads, may return the config to render (`freescale upscale` writes a caption)."""
     from freescale.config.render_config import check_outputs_free

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from freescale.cli import interrupts
-from freescale.cli.render_command import render_config
+from freescale.cli.render_command import run_render
 from freescale.cli.render_options import add_option, config_from_args
 from freescale.config.options import SECTIONS, option
 from freescale.errors import ConfigError
@@ -82,4 +82,4 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     progress = Progress(quiet=args.quiet)
     for note in user_image_facts(config.input_image).notes:
         progress.note(note)
-    return render_config(args, config, source, prepare=lambda c: captioned(c, progress))
+    return run_render(args, config, source, prepare=lambda c: captioned(c, progress))

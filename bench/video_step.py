@@ -20,7 +20,9 @@ import time
 import torch
 from sdxl_step import DTYPES, emit, print_table, synchronize, time_modes
 
-MODES = ("direct", "freescale", "fast")
+# "windows": the freescale step with the motion modules attending over temporal windows (--window,
+# --window-stride), against the same step unwindowed: what the windows of a long clip cost.
+MODES = ("direct", "freescale", "fast", "windows")
 # Motion adapters at the real models' sizes: AnimateDiff v1-5-2 (SD1.5) and the SDXL beta adapter.
 REAL_ADAPTERS = {
     "sd15": dict(block_out_channels=(320, 640, 1280, 1280), use_motion_mid_block=True),
@@ -72,10 +74,16 @@ def unet_kwargs(unet, batch: int, frames: int, native: int) -> dict:
     return kwargs
 
 
-def one_step(unet, native: int, family: str, kwargs: dict, latent: torch.Tensor, mode: str):
-    """Seconds for one CFG-batched motion-UNet call in `mode`, and its output."""
+def one_step(unet, native: int, family: str, kwargs: dict, latent: torch.Tensor, mode: str, windows=None):
+    """Seconds for one CFG-batched motion-UNet call in `mode`, and its output (`windows`: the
+    WindowSettings of the "windows" mode)."""
     from freescale.method.scale_fusion import scale_fusion
+    from freescale.method.temporal_windows import temporal_windows_applied
     from freescale.models.families import FAMILIES
+
+    if mode == "windows":
+        with temporal_windows_applied(unet, windows):
+            return one_step(unet, native, family, kwargs, latent, "freescale")
 
     size = (latent.shape[-2] * 8, latent.shape[-1] * 8)
     synchronize(latent.device)
@@ -91,17 +99,18 @@ def one_step(unet, native: int, family: str, kwargs: dict, latent: torch.Tensor,
     return time.perf_counter() - started, out
 
 
-def measure(unet, native: int, family: str, size: int, frames: int, repeats: int, modes: list[str]):
+def measure(unet, native: int, family: str, size: int, frames: int, repeats: int, modes: list[str], windows):
     from freescale.method.random_draws import keyed_normal
 
     kwargs = unet_kwargs(unet, 2, frames, native)
     latent = keyed_normal((2, 4, frames, size // 8, size // 8), 0, "bench").to(unet.device, unet.dtype)
 
     def step(mode: str):
-        return one_step(unet, native, family, kwargs, latent, mode)
+        return one_step(unet, native, family, kwargs, latent, mode, windows)
 
     rows = time_modes(step, modes, repeats, unet.device)
-    return [{"bench": "video_step", "size": size, "frames": frames, **row} for row in rows]
+    window = {"window": windows.window, "window_stride": windows.stride}
+    return [{"bench": "video_step", "size": size, "frames": frames, **window, **row} for row in rows]
 
 
 def main() -> None:
@@ -112,18 +121,23 @@ def main() -> None:
     parser.add_argument("--sizes", default="256:3", help="SIZE:RUNS,... (RUNS > 1: the first is a warm-up)")
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--window", type=int, default=8, help="the windows mode's frames per window")
+    parser.add_argument("--window-stride", type=int, default=4, help="the windows mode's stride")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     parser.add_argument("--out", help="also append the JSON lines to this file")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    from freescale.method.temporal_windows import WindowSettings
+
+    windows = WindowSettings(args.window, args.window_stride, "pyramid")
     unet, native, family = build_motion_unet(args.unet, args.device, DTYPES[args.dtype])
     machine = torch.cuda.get_device_name(unet.device) if unet.device.type == "cuda" else "cpu"
     header = {"unet": args.unet, "device": machine, "dtype": args.dtype, "torch": torch.__version__}
     rows = []
     for item in args.sizes.split(","):
         size, runs = (int(v) for v in item.split(":"))
-        for row in measure(unet, native, family, size, args.frames, runs, args.modes.split(",")):
+        for row in measure(unet, native, family, size, args.frames, runs, args.modes.split(","), windows):
             rows.append({**row, **header})
             emit(rows[-1], args.out)
     print_table(rows, ("size", "frames"))

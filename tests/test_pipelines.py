@@ -55,10 +55,17 @@ def test_from_pipe_uses_the_users_pipeline_as_given_and_calls_back_each_step():
                  cosine_scale=1.0, **ARGS).images[0]  # fmt: skip
     # Two stages (--scale 2): the base's two steps, then the upper stage's from its restart step.
     assert [c[:2] for c in calls] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    euler = [int(t) for t in users.scheduler.timesteps]
+    assert [c[2] for c in calls] == [euler[0], euler[1], euler[0], euler[1]]
     users.scheduler = DDIMScheduler.from_config(users.scheduler.config)
     second = pipe("a fox", cosine_scale=1.0, **ARGS).images[0]
     assert type(pipe.scheduler).__name__ == "DDIMScheduler"
     assert not np.array_equal(np.asarray(first), np.asarray(second))
+    # --scheduler's sampler, by its option name: the callback's timesteps are that sampler's.
+    calls.clear()
+    pipe("a fox", scheduler="dpm++2m-karras", callback_on_step_end=lambda p, i, t, kw: calls.append(float(t)),
+         **ARGS)  # fmt: skip
+    assert len(calls) == 4 and calls[0] > calls[1]
 
 
 def test_the_sd15_pipeline_and_what_each_refuses():

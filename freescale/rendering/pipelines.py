@@ -40,13 +40,25 @@ class _StepCallback(Progress):
     stage; callback_kwargs holds the stage index (the latents are not passed: on many workers each holds
     only a band). Its return value is not used."""
 
-    def __init__(self, pipeline: Any, callback: Any) -> None:
+    def __init__(self, pipeline: Any, callback: Any, timesteps: Any) -> None:
         super().__init__(quiet=True)
-        self.pipeline, self.callback = pipeline, callback
+        self.pipeline, self.callback, self.timesteps = pipeline, callback, timesteps
 
     def step(self, stage: int, num_stages: int, step: int, steps: int, first_step: int = 0) -> None:
-        timestep = self.pipeline.scheduler.timesteps[step]
+        timestep = self.timesteps[step]
         self.callback(self.pipeline, step, timestep, {"stage": stage, "num_stages": num_stages})
+
+
+def render_timesteps(config, model_scheduler: Any) -> Any:
+    """The timesteps the render's sampler (--scheduler's, else the model's own) steps through, from a copy
+    of it: the callback's `timestep` whichever sampler runs."""
+    from freescale.models.schedulers import build_scheduler
+
+    scheduler = build_scheduler(config.scheduler, model_scheduler)
+    if scheduler is model_scheduler:
+        scheduler = type(scheduler).from_config(scheduler.config)
+    scheduler.set_timesteps(config.steps)
+    return scheduler.timesteps
 
 
 class _FreeScalePipeline:
@@ -152,7 +164,9 @@ class _FreeScalePipeline:
         return FreeScalePipelineOutput(images=stage_images[-1], stage_images=stage_images)
 
     def _render(self, config, output_type: str, callback: Any) -> list:
-        progress = _StepCallback(self.pipe, callback) if callback is not None else Progress(quiet=True)
+        progress = Progress(quiet=True)
+        if callback is not None:
+            progress = _StepCallback(self.pipe, callback, render_timesteps(config, self.pipe.scheduler))
         stages = list(range(len(config.stages)))
         if output_type == "pil":
             config = config.replace(bit_depth=8)

@@ -3,13 +3,17 @@
 Prints per rank: bytes sent per step by kind, seconds in communication vs compute (CPU time of
 the rank's own thread, so ranks sharing cores are measured fairly), the peak activation it holds,
 and the ratios against one rank; one JSON line per stage size and rank count.
-Usage: python bench/sharding.py [--sizes 512,1024] [--ranks 1,2,4] [--steps 2] [--fast-mode]
+Usage: python bench/sharding.py [--sizes 512,1024] [--ranks 1,2,4] [--steps 2] [--fast-mode] [--repeats 3]
+With --repeats N the rank counts run N times in turn (1, 2, 4, 1, 2, 4, ...), each ratio against the one
+rank of its own round, and a summary line gives each count's median ratio and its spread (single runs on a
+shared machine vary a lot).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import torch
@@ -77,15 +81,33 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--ranks", default="1,2,4")
     parser.add_argument("--fast-mode", action="store_true")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of every rank count (median, spread)")
     args = parser.parse_args()
+    worlds = [int(r) for r in args.ranks.split(",")]
     for size in [int(s) for s in args.sizes.split(",")]:
-        measure(size, [int(r) for r in args.ranks.split(",")], args.steps, args.fast_mode)
+        rounds = [measure(size, worlds, args.steps, args.fast_mode) for _ in range(args.repeats)]
+        if args.repeats > 1:
+            print(json.dumps(summary(size, worlds, rounds, args.fast_mode)), flush=True)
 
 
-def measure(size: int, worlds: list[int], steps: int, fast_mode: bool) -> None:
+def summary(size: int, worlds: list[int], rounds: list[dict[int, float]], fast_mode: bool) -> dict:
+    """Each rank count's summed-compute ratio to one rank over the rounds: median, lowest, highest."""
+    ratios = {w: sorted(r[w] for r in rounds) for w in worlds}
+    return {
+        "bench": "sharding_summary", "model": "tiny", "size": size, "fast_mode": fast_mode,
+        "rounds": len(rounds),
+        "compute_ratio_vs_1_rank": {
+            str(w): {"median": round(statistics.median(v), 3), "min": round(v[0], 3), "max": round(v[-1], 3)}
+            for w, v in ratios.items()
+        },
+    }  # fmt: skip
+
+
+def measure(size: int, worlds: list[int], steps: int, fast_mode: bool) -> dict[int, float]:
+    """One round: every rank count once, one JSON line each; the compute ratios to the first count's."""
     from freescale.cluster.sharding.local_ranks import run_ranks
 
-    baseline = None
+    baseline, ratios = None, {}
     for world in worlds:
         ranks = run_ranks(world, unet_steps, size, steps, fast_mode)
         cpu_total = sum(r["cpu_s_per_step"] for r in ranks)
@@ -105,6 +127,8 @@ def measure(size: int, worlds: list[int], steps: int, fast_mode: bool) -> None:
             "per_rank": ranks,
         }  # fmt: skip
         print(json.dumps(line), flush=True)
+        ratios[world] = compute_total / baseline["compute"]
+    return ratios
 
 
 if __name__ == "__main__":

@@ -4,26 +4,12 @@ rounded up to multiples of 64; and the centred box of the exact size in the last
 from __future__ import annotations
 
 from freescale.tiling.buckets import nearest_bucket
-from freescale.tiling.stages import Size, round_up, stages_for_target
+from freescale.tiling.stages import Size, doubling_stages, round_up, stages_for_target
 
 
 def is_native_multiple(target: Size, native: int) -> bool:
     """Whether both sides are whole multiples of the native size (what `stages_for_target` takes)."""
     return target[0] % native == 0 and target[1] % native == 0
-
-
-def doubling_stages(base: Size, last: Size, rule: str) -> tuple[Size, ...]:
-    """base, then ('double') base x2, x4 ... while smaller than `last` on both sides, then `last`."""
-    if last == base:
-        return (base,)
-    stages = [base]
-    if rule == "double":
-        factor = 2
-        while base[0] * factor < last[0] and base[1] * factor < last[1]:
-            stages.append((base[0] * factor, base[1] * factor))
-            factor *= 2
-    stages.append(last)
-    return tuple(stages)
 
 
 def last_stage_for(target: Size, base: Size, native: int) -> Size:

@@ -49,14 +49,20 @@ def input_stages(input_size: Size, target: Size, rule: str) -> tuple[Size, ...]:
     """
     base = (round_up(input_size[0]), round_up(input_size[1]))
     last = tuple(max(round_up(-(-t * b // i)), b) for t, b, i in zip(target, base, input_size, strict=True))
+    return doubling_stages(base, last, rule)
+
+
+def doubling_stages(base: Size, last: Size, rule: str) -> tuple[Size, ...]:
+    """base, then ('double') base x2, x4 ... while smaller than `last` on both sides, then `last`."""
+    if last == base:
+        return (base,)
     stages = [base]
     if rule == "double":
         factor = 2
         while base[0] * factor < last[0] and base[1] * factor < last[1]:
             stages.append((base[0] * factor, base[1] * factor))
             factor *= 2
-    if tuple(last) != base:
-        stages.append(tuple(last))
+    stages.append(last)
     return tuple(stages)
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from fractions import Fraction
 
 from freescale.tiling.buckets import nearest_bucket
-from freescale.tiling.fitted_stages import doubling_stages, last_stage_for
-from freescale.tiling.stages import Size
+from freescale.tiling.fitted_stages import last_stage_for
+from freescale.tiling.stages import Size, doubling_stages
 
 UPSCALE_FITS = ("crop", "resize")
 

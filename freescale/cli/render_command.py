@@ -45,31 +45,19 @@ def worker_device(config, placement, session: RaySession):
     return ray_worker_devices(placement.workers)
 
 
-def preflight_render(config, placement, found):
-    """Refuse a render whose estimated memory per worker exceeds the devices `found`; its plan."""
+def preflight_render(config, placement, found, spec=None):
+    """Refuse a render whose estimated memory per worker exceeds the devices `found`; its plan. `spec`:
+    the model's, when already read (a batch's jobs share one)."""
     from freescale.planning.model_spec import model_spec
     from freescale.planning.plan import plan_for_config
     from freescale.planning.preflight import preflight
 
-    spec = model_spec(config.model, config.model_config)
+    spec = spec or model_spec(config.model, config.model_config)
     plan = plan_for_config(
         config, placement.workers, device=found.name, cfg_parallel=placement.cfg_parallel, model=spec
     )
     preflight(plan, found.memory_bytes, available_workers=found.devices)
     return plan
-
-
-def split_frames(config, plan, memory_bytes: float, progress) -> int:
-    """A long clip on several workers: how many chunks render at once (frames x bands), by the cost
-    model, said in the log."""
-    from freescale.planning.frame_split import clip_frame_split
-    from freescale.tiling.frame_chunks import frame_chunks
-
-    split = clip_frame_split(config, plan, memory_bytes)
-    if split is None:
-        return 1
-    progress.note(split.describe(len(frame_chunks(config.frames, config.chunk_frames, config.chunk_overlap))))
-    return split.groups
 
 
 def check_clip_output(config) -> None:
@@ -95,6 +83,7 @@ def run_render(args: argparse.Namespace, config, source, prepare=None) -> int:
     from freescale.config.render_config import check_outputs_free
     from freescale.outputs.checkpoints import CheckpointDir
     from freescale.outputs.image_output import stage_path
+    from freescale.planning.frame_split import clip_frame_groups
     from freescale.progress import Progress
     from freescale.rendering.api import render_to_files
     from freescale.rendering.rank_render import output_stages
@@ -122,7 +111,7 @@ def run_render(args: argparse.Namespace, config, source, prepare=None) -> int:
         if checkpoints is not None:
             checkpoints.claim(config)  # refuses a directory holding another render
         progress = Progress(quiet=args.quiet)
-        frame_groups = split_frames(config, plan, found.memory_bytes, progress)
+        frame_groups = clip_frame_groups(config, plan, found.memory_bytes, progress.note)
         started = time.monotonic()
         stages = " -> ".join(f"{w}x{h}" for h, w in config.stages)
         progress.note(f"model {config.model}; stages {stages}; {workers} worker(s)")
@@ -138,6 +127,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from freescale.models.loading import resolve_model_source
     from freescale.models.native_resolution import native_size_of
     from freescale.planning.job_split import check_jobs_at_once
+    from freescale.planning.model_spec import model_spec
     from freescale.progress import Progress
     from freescale.rendering.batch import job_message, load_batch, plan_items, refuse_shared_failure, summary
     from freescale.rendering.batch_run import run_items
@@ -166,10 +156,11 @@ def cmd_batch(args: argparse.Namespace) -> int:
         placement = Placement(workers, args.address, args.strategy, args.cfg_parallel, args.max_retries)
         pending = [item for item in items if item.status == "pending"]
         found = worker_device(pending[0].config, placement, session) if pending else None
+        spec = model_spec(*model) if pending else None  # one warm model: its configs read once
         plans = {}
         for item in pending:  # a job too big for the workers fails alone, before anything renders
             try:
-                plans[item.index] = preflight_render(item.config, placement, found)
+                plans[item.index] = preflight_render(item.config, placement, found, spec)
             except ConfigError as exc:
                 item.status, item.message = "failed", job_message(exc)
         memory = found.memory_bytes if found is not None else None

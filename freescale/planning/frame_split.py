@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from freescale.config.render_config import RenderConfig
@@ -18,11 +19,12 @@ class FrameSplit:
     bands: int  # workers per chunk
     rounds: int  # chunk renders one after another
     seconds: float  # the cost model's estimate of all of them
+    chunks: int
 
-    def describe(self, chunks: int) -> str:
+    def describe(self) -> str:
         per = f"{self.bands} worker{'s' if self.bands > 1 else ''}"
-        return (f"frames x bands: {self.groups} x {self.bands} ({chunks} chunks, {self.groups} at a time, "
-                f"each on {per}; about {self.seconds:.0f}s by the cost model)")  # fmt: skip
+        return (f"frames x bands: {self.groups} x {self.bands} ({self.chunks} chunks, {self.groups} at a "
+                f"time, each on {per}; about {self.seconds:.0f}s by the cost model)")  # fmt: skip
 
 
 def frame_split(plan: Plan, chunks: int, memory_bytes: float | None = None) -> FrameSplit:
@@ -39,17 +41,23 @@ def frame_split(plan: Plan, chunks: int, memory_bytes: float | None = None) -> F
         if groups > 1 and memory_bytes is not None and chunk.peak_bytes > memory_bytes:
             continue
         rounds = math.ceil(chunks / groups)
-        options.append(FrameSplit(groups, bands, rounds, rounds * chunk.total_s))
+        options.append(FrameSplit(groups, bands, rounds, rounds * chunk.total_s, chunks))
     return min(options, key=lambda s: (s.seconds, s.groups))
 
 
-def clip_frame_split(config: RenderConfig, plan: Plan, memory_bytes: float | None) -> FrameSplit | None:
-    """The split of a video render's chunks over `plan`'s workers; None when there is nothing to split (an
-    image, a clip of one chunk, one worker)."""
+def clip_frame_groups(
+    config: RenderConfig, plan: Plan, memory_bytes: float | None, note: Callable[[str], None]
+) -> int:
+    """How many of a video render's chunks render at once on `plan`'s workers, the choice told to `note`;
+    1 when there is nothing to split (an image, a clip of one chunk, one worker)."""
     if not config.is_video or plan.request.workers < 2:
-        return None
+        return 1
     chunks = len(frame_chunks(config.frames, config.chunk_frames, config.chunk_overlap))
-    return frame_split(plan, chunks, memory_bytes) if chunks > 1 else None
+    if chunks < 2:
+        return 1
+    split = frame_split(plan, chunks, memory_bytes)
+    note(split.describe())
+    return split.groups
 
 
 def _replanned(plan: Plan, workers: int) -> Plan:

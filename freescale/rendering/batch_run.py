@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from freescale.config.render_config import RenderConfig
-from freescale.planning.frame_split import clip_frame_split
+from freescale.planning.frame_split import clip_frame_groups
 from freescale.planning.job_split import JobSplit, job_split
 from freescale.planning.plan import Plan
 from freescale.progress import Progress
@@ -67,18 +67,9 @@ def run_items(
             _run_round(renderer, side[start : start + groups], groups, progress)
         for item in pending:
             if item not in side:
-                groups = _frame_groups(item, plans, memory_bytes, progress)
+                plan, note = plans.get(item.index), progress.note
+                groups = 1 if plan is None else clip_frame_groups(item.config, plan, memory_bytes, note)
                 _run_one(renderer, item, groups, progress)
-
-
-def _frame_groups(item: BatchItem, plans: dict[int, Plan], memory_bytes: float | None, progress) -> int:
-    plan = plans.get(item.index)
-    split = clip_frame_split(item.config, plan, memory_bytes) if plan is not None else None
-    if split is None:
-        return 1
-    c = item.config
-    progress.note(split.describe(len(frame_chunks(c.frames, c.chunk_frames, c.chunk_overlap))))
-    return split.groups
 
 
 def _run_one(renderer: Renderer, item: BatchItem, frame_groups: int, progress: Progress) -> None:

@@ -1,6 +1,9 @@
 """Where one SDXL-architecture UNet step spends its device time, by operator (torch.profiler), for
 direct inference and FreeScale: prints each mode's top operators and writes them as JSON lines.
 Usage on a GPU: python bench/profile_step.py --sizes 2048,8192 --modes direct,freescale,fast --out p.jsonl
+CPU, the tiny model read as native 1024 (as in bench/reference_side_by_side.py):
+    python bench/profile_step.py --unet tiny --device cpu --dtype float32 --native 1024 --sizes 2048 \
+        --modes direct,freescale
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ def main() -> None:
     parser.add_argument("--sizes", default="2048")
     parser.add_argument("--modes", default="direct,freescale,fast")
     parser.add_argument("--top", type=int, default=18)
+    parser.add_argument("--native", type=int, help="read the UNet as this native size (the reference's 1024)")
     parser.add_argument("--out")
     args = parser.parse_args()
     unet, native = build_unet(args.unet, args.device, DTYPES[args.dtype])
+    native = args.native or native
     cuda = unet.device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     kwargs = random_unet_kwargs(unet, 2, (native, native))

@@ -1,18 +1,22 @@
 """Sharding cost of one high-resolution UNet step on 1, 2 and 4 local gloo ranks (one thread each).
 
 Prints per rank: bytes sent per step by kind, seconds in communication vs compute (CPU time of
-the rank's own thread, so ranks sharing cores are measured fairly), the peak activation it holds,
+the rank's own thread outside collectives, so ranks sharing cores are measured fairly; its CPU time inside
+collectives is reported apart, as communication), the peak activation it holds,
 and the ratios against one rank; one JSON line per stage size and rank count.
 Usage: python bench/sharding.py [--sizes 512,1024] [--ranks 1,2,4] [--steps 2] [--fast-mode] [--repeats 3]
 With --repeats N the rank counts run N times in turn (1, 2, 4, 1, 2, 4, ...), each ratio against the one
 rank of its own round, and a summary line gives each count's median ratio and its spread (single runs on a
-shared machine vary a lot).
+shared machine vary a lot). Two further counts: the same ratio against one rank timed while --loaded-cores
+copies of it run at once (as busy a machine as the sharded ranks see), and summed FLOPs (FlopCounterMode:
+the arithmetic sharding repeats, which no other load can move).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -21,6 +25,7 @@ import torch
 
 def unet_steps(group, size: int, steps: int, fast_mode: bool) -> dict:
     import torch.distributed as dist
+    from torch.utils.flop_counter import FlopCounterMode
 
     from freescale.cluster.sharding.band_ops import shard_context_of
     from freescale.config.render_config import FREEU_DEFAULT
@@ -60,19 +65,36 @@ def unet_steps(group, size: int, steps: int, fast_mode: bool) -> dict:
             handle.begin_step(1, step + 1, dilate=True)
             unet(batch, 500, **cond.unet_kwargs())
         wall, cpu, main = time.perf_counter() - wall, time.process_time() - cpu, time.thread_time() - main
+        # The same step again, its arithmetic counted: a number no other process on the machine can move.
+        with FlopCounterMode(display=False) as flops:
+            handle.begin_step(1, 1, dilate=True)
+            unet(batch, 500, **cond.unet_kwargs())
     for hook in hooks:
         hook.remove()
     comm = sum(group.stats.seconds.values())
+    comm_cpu = sum(group.stats.cpu_seconds.values())
     return {
         "rank": group.rank,
         "band_rows": b - a,
         "wall_s_per_step": wall / steps,
         "comm_s_per_step": comm / steps,
         "cpu_s_per_step": cpu / steps,  # the whole process, gloo's transport threads included
-        "compute_s_per_step": main / steps,  # the rank's own thread: the model's arithmetic (1 thread)
+        "thread_s_per_step": main / steps,  # the rank's own thread (1 torch thread): arithmetic and sending
+        "comm_cpu_s_per_step": comm_cpu / steps,  # ... of which inside collectives
+        "compute_s_per_step": (main - comm_cpu) / steps,  # ... the rest: the model's arithmetic
+        "flops_per_step": flops.get_total_flops(),
         "bytes_sent_per_step": {k: v // steps for k, v in group.stats.bytes_sent.items()},
         "peak_activation_bytes": peak[0],
     }
+
+
+def unet_steps_unsharded(group, size: int, steps: int, fast_mode: bool) -> dict:
+    """One rank's whole unsharded steps, run by every process at once and ignoring their group: the one-rank
+    baseline measured with every core busy, as the sharded ranks run (one rank alone on an idle machine
+    gets the memory bandwidth and clock of all of it)."""
+    from freescale.cluster.sharding.shard_group import ShardGroup
+
+    return unet_steps(ShardGroup.single(), size, steps, fast_mode)
 
 
 def main() -> None:
@@ -82,39 +104,64 @@ def main() -> None:
     parser.add_argument("--ranks", default="1,2,4")
     parser.add_argument("--fast-mode", action="store_true")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of every rank count (median, spread)")
+    parser.add_argument("--loaded-cores", type=int, default=os.cpu_count() or 1,
+                        help="also time one rank while this many copies run at once (0: not)")  # fmt: skip
     args = parser.parse_args()
     worlds = [int(r) for r in args.ranks.split(",")]
     for size in [int(s) for s in args.sizes.split(",")]:
-        rounds = [measure(size, worlds, args.steps, args.fast_mode) for _ in range(args.repeats)]
+        rounds = [
+            measure(size, worlds, args.steps, args.fast_mode, args.loaded_cores) for _ in range(args.repeats)
+        ]
         if args.repeats > 1:
             print(json.dumps(summary(size, worlds, rounds, args.fast_mode)), flush=True)
 
 
-def summary(size: int, worlds: list[int], rounds: list[dict[int, float]], fast_mode: bool) -> dict:
-    """Each rank count's summed-compute ratio to one rank over the rounds: median, lowest, highest."""
-    ratios = {w: sorted(r[w] for r in rounds) for w in worlds}
-    return {
-        "bench": "sharding_summary", "model": "tiny", "size": size, "fast_mode": fast_mode,
+def summary(size: int, worlds: list[int], rounds: list[dict[str, dict[int, float]]], fast_mode: bool) -> dict:
+    """Each rank count's ratios to one rank over the rounds (median, lowest, highest): summed compute against
+    one rank alone and against one rank on a loaded machine, and summed FLOPs."""
+    line = {
+        "bench": "sharding_summary",
+        "model": "tiny",
+        "size": size,
+        "fast_mode": fast_mode,
         "rounds": len(rounds),
-        "compute_ratio_vs_1_rank": {
-            str(w): {"median": round(statistics.median(v), 3), "min": round(v[0], 3), "max": round(v[-1], 3)}
+    }
+    for kind in rounds[0]:
+        ratios = {w: sorted(r[kind][w] for r in rounds) for w in worlds if w in rounds[0][kind]}
+        line[kind] = {
+            str(w): {"median": round(statistics.median(v), 4), "min": round(v[0], 4), "max": round(v[-1], 4)}
             for w, v in ratios.items()
-        },
-    }  # fmt: skip
+        }
+    return line
 
 
-def measure(size: int, worlds: list[int], steps: int, fast_mode: bool) -> dict[int, float]:
-    """One round: every rank count once, one JSON line each; the compute ratios to the first count's."""
+def measure(size: int, worlds: list[int], steps: int, fast_mode: bool, loaded_cores: int) -> dict:
+    """One round: every rank count once, one JSON line each; each ratio kind's value per rank count."""
     from freescale.cluster.sharding.local_ranks import run_ranks
 
-    baseline, ratios = None, {}
+    loaded = None
+    if loaded_cores:
+        copies = run_ranks(loaded_cores, unet_steps_unsharded, size, steps, fast_mode)
+        loaded = statistics.mean(r["compute_s_per_step"] for r in copies)
+        line = {
+            "bench": "sharding_loaded_baseline", "model": "tiny", "size": size,
+            "copies_at_once": loaded_cores, "compute_s_per_step": round(loaded, 3),
+            "per_copy": [round(r["compute_s_per_step"], 3) for r in copies],
+        }  # fmt: skip
+        print(json.dumps(line), flush=True)
+    baseline = None
+    ratios: dict[str, dict[int, float]] = {"compute_ratio_vs_1_rank": {}, "flops_ratio_vs_1_rank": {}}
+    if loaded:
+        ratios["compute_ratio_vs_loaded_1_rank"] = {}
     for world in worlds:
         ranks = run_ranks(world, unet_steps, size, steps, fast_mode)
         cpu_total = sum(r["cpu_s_per_step"] for r in ranks)
         compute_total = sum(r["compute_s_per_step"] for r in ranks)
+        comm_cpu_total = sum(r["comm_cpu_s_per_step"] for r in ranks)
+        flops_total = sum(r["flops_per_step"] for r in ranks)
         peak = max(r["peak_activation_bytes"] for r in ranks)
         if baseline is None:
-            baseline = {"cpu": cpu_total, "compute": compute_total, "peak": peak}
+            baseline = {"cpu": cpu_total, "compute": compute_total, "peak": peak, "flops": flops_total}
         line = {
             "bench": "sharding", "model": "tiny", "size": size, "fast_mode": fast_mode,
             "ranks": world, "threads_per_rank": 1,
@@ -122,12 +169,18 @@ def measure(size: int, worlds: list[int], steps: int, fast_mode: bool) -> dict[i
             "cpu_ratio_vs_1_rank": round(cpu_total / baseline["cpu"], 3),
             "compute_s_per_step_all_ranks": round(compute_total, 3),
             "compute_ratio_vs_1_rank": round(compute_total / baseline["compute"], 3),
+            "compute_ratio_vs_loaded_1_rank": round(compute_total / loaded, 3) if loaded else None,
+            "comm_cpu_s_per_step_all_ranks": round(comm_cpu_total, 3),
+            "flops_ratio_vs_1_rank": round(flops_total / baseline["flops"], 4),
             "peak_activation_bytes_max_rank": peak,
             "peak_activation_ratio_vs_1_rank": round(peak / baseline["peak"], 3),
             "per_rank": ranks,
         }  # fmt: skip
         print(json.dumps(line), flush=True)
-        ratios[world] = compute_total / baseline["compute"]
+        ratios["compute_ratio_vs_1_rank"][world] = compute_total / baseline["compute"]
+        ratios["flops_ratio_vs_1_rank"][world] = flops_total / baseline["flops"]
+        if loaded:
+            ratios["compute_ratio_vs_loaded_1_rank"][world] = compute_total / loaded
     return ratios
 
 

@@ -3,7 +3,6 @@ the batch, the other the conditional half, and partner ranks (same band) swap th
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +22,7 @@ class CfgSplit:
         """(unconditional, conditional) predictions for this band, the same tensors on both partners."""
         mine = mine.contiguous()  # a motion UNet returns a permuted view; empty_like would keep its strides
         theirs = torch.empty_like(mine)
-        started = time.perf_counter()
+        started = self.world.stats.start()
         ops = [dist.P2POp(dist.isend, mine, self.partner),
                dist.P2POp(dist.irecv, theirs, self.partner)]  # fmt: skip
         for request in dist.batch_isend_irecv(ops):

@@ -18,21 +18,28 @@ from freescale.tiling.bands import Band, overlap
 
 @dataclass
 class CommStats:
-    """Bytes this rank sent and seconds it spent in collectives, per kind (for bench/)."""
+    """Bytes this rank sent, and wall and CPU seconds its own thread spent in collectives, per kind (for
+    bench/: CPU time inside a collective is communication's, not the model's arithmetic)."""
 
     bytes_sent: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    cpu_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
-    def add(self, kind: str, sent: int, started: float) -> None:
+    @staticmethod
+    def start() -> tuple[float, float]:
+        """The clocks `add` measures from: (wall, this thread's CPU)."""
+        return time.perf_counter(), time.thread_time()
+
+    def add(self, kind: str, sent: int, started: tuple[float, float]) -> None:
         self.bytes_sent[kind] += sent
-        self.seconds[kind] += time.perf_counter() - started
+        self.seconds[kind] += time.perf_counter() - started[0]
+        self.cpu_seconds[kind] += time.thread_time() - started[1]
         self.calls[kind] += 1
 
     def reset(self) -> None:
-        self.bytes_sent.clear()
-        self.seconds.clear()
-        self.calls.clear()
+        for counts in (self.bytes_sent, self.seconds, self.cpu_seconds, self.calls):
+            counts.clear()
 
 
 @dataclass
@@ -53,7 +60,7 @@ class ShardGroup:
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum over ranks, in place, in the tensor's dtype (callers pass fp32 partial sums)."""
         if self.world > 1:
-            started = time.perf_counter()
+            started = self.stats.start()
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=self.group)
             # A ring all-reduce sends 2 (N - 1) / N of the tensor from every rank.
             self.stats.add("all_reduce", 2 * (self.world - 1) * tensor.nbytes // self.world, started)
@@ -63,7 +70,7 @@ class ShardGroup:
         """Concatenate every rank's band along `dim` (bands may differ in size)."""
         if self.world == 1:
             return local
-        started = time.perf_counter()
+        started = self.stats.start()
         longest = max(b - a for a, b in bands)
         pad_shape = list(local.shape)
         pad_shape[dim] = longest - local.shape[dim]
@@ -100,7 +107,7 @@ class ShardGroup:
         if own is not None:
             pieces[own[0]] = local.narrow(dim, own[0] - mine[0], own[1] - own[0])
         if ops:
-            started = time.perf_counter()
+            started = self.stats.start()
             for request in dist.batch_isend_irecv(ops):
                 request.wait()
             sent = sum(op.tensor.nbytes for op in ops if op.op is dist.isend)
@@ -114,7 +121,7 @@ class ShardGroup:
     def broadcast(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
         """Rank `src`'s tensor on every rank, in place (all ranks pass a tensor of the same shape)."""
         if self.world > 1:
-            started = time.perf_counter()
+            started = self.stats.start()
             dist.broadcast(tensor, self._global(src), group=self.group)
             sent = tensor.nbytes * (self.world - 1) if self.rank == src else 0
             self.stats.add("broadcast", sent, started)

@@ -1,0 +1,157 @@
+"""The reference FreeScale code's side of bench/reference_side_by_side.py, run by the reference's venv.
+
+It imports the reference's modules from --reference-dir (never from this repository) and times, with the
+driver's weights and inputs, one high-resolution CFG step of its UNet (scale_forward on every transformer
+block, its dilated convs) and a whole cascade through its pipeline. It prints one JSON object; nothing
+of the reference is copied here, only called.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import sys
+import time
+
+import torch
+from safetensors.torch import load_file, save_file
+
+# SPEC 5: the convs the reference dilates in every stage above the base (its pipeline lists the same names).
+DILATED_CONVS = (
+    "down_blocks.1.downsamplers.0.conv",
+    "down_blocks.2.resnets.0.conv1", "down_blocks.2.resnets.0.conv2",
+    "down_blocks.2.resnets.1.conv1", "down_blocks.2.resnets.1.conv2",
+    "mid_block.resnets.0.conv1", "mid_block.resnets.0.conv2",
+    "mid_block.resnets.1.conv1", "mid_block.resnets.1.conv2",
+)  # fmt: skip
+
+
+@contextlib.contextmanager
+def jitter_off() -> None:
+    """The reference jitters its windows with Python's global `random`; a zero draw is no jitter."""
+    original = random.randint
+    random.randint = lambda a, b: 0
+    try:
+        yield
+    finally:
+        random.randint = original
+
+
+@contextlib.contextmanager
+def half_is_identity() -> None:
+    """The reference casts the re-encoded latents with `.half()` (it only runs fp16 on CUDA); in an fp32
+    CPU run that cast is made the identity so the cascade stays in the dtype both sides run in."""
+    original = torch.Tensor.half
+    torch.Tensor.half = lambda self, *a, **k: self
+    try:
+        yield
+    finally:
+        torch.Tensor.half = original
+
+
+def scale_attention_on(unet, size: tuple[int, int], fast_mode: bool) -> None:
+    from diffusers.models.attention import BasicTransformerBlock
+    from scale_attention import scale_forward
+
+    for module in unet.modules():
+        if isinstance(module, BasicTransformerBlock):
+            module.forward = scale_forward.__get__(module, BasicTransformerBlock)
+            module.current_hw = size
+            module.fast_mode = fast_mode
+
+
+def dilate(unet, n: int) -> None:
+    for name, module in unet.named_modules():
+        if name in DILATED_CONVS:
+            module.dilation = (n, n)
+            module.padding = (n, n)
+
+
+def time_step(unet, inputs: dict, size: int, fast_mode: bool, repeats: int, output: str | None) -> dict:
+    """Seconds of one CFG-batched UNet call at `size` px, the first call a warm-up when repeats > 1."""
+    scale_attention_on(unet, (size, size), fast_mode)
+    dilate(unet, size // 1024)  # the reference's own rule: stage width // 1024
+    kwargs = {
+        "encoder_hidden_states": inputs["encoder_hidden_states"],
+        "added_cond_kwargs": {"text_embeds": inputs["text_embeds"], "time_ids": inputs["time_ids"]},
+        "return_dict": False,
+    }
+    seconds = []
+    with torch.inference_mode(), jitter_off():
+        for _ in range(repeats):
+            started = time.perf_counter()
+            out = unet(inputs["latent"], 500, **kwargs)[0]
+            seconds.append(time.perf_counter() - started)
+    if output:
+        save_file({"noise_pred": out.contiguous()}, output)
+    return {"seconds": seconds[1:] if repeats > 1 else seconds}
+
+
+def time_render(model_dir: str, inputs: dict, stages: list[int], steps: int, guidance: float) -> dict:
+    """Seconds of the reference pipeline's whole cascade (base stage, then every upper stage)."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from pipeline_freescale import StableDiffusionXLPipeline
+    from transformers import CLIPTextModelWithProjection
+
+    pipe = StableDiffusionXLPipeline(
+        vae=AutoencoderKL.from_pretrained(os.path.join(model_dir, "vae")),
+        text_encoder=None,
+        # Only its config is read (the width of the pooled embedding); the prompts come as embeddings.
+        text_encoder_2=CLIPTextModelWithProjection.from_pretrained(os.path.join(model_dir, "text_encoder_2")),
+        tokenizer=None,
+        tokenizer_2=None,
+        unet=UNet2DConditionModel.from_pretrained(os.path.join(model_dir, "unet")),
+        scheduler=EulerDiscreteScheduler.from_pretrained(os.path.join(model_dir, "scheduler")),
+        add_watermarker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    embeds, pooled = inputs["encoder_hidden_states"], inputs["text_embeds"]
+    started = time.perf_counter()
+    with torch.inference_mode(), half_is_identity():
+        pipe(
+            prompt_embeds=embeds[1:], negative_prompt_embeds=embeds[:1],
+            pooled_prompt_embeds=pooled[1:], negative_pooled_prompt_embeds=pooled[:1],
+            num_inference_steps=steps, guidance_scale=guidance,
+            resolutions_list=[[s, s] for s in stages], cosine_scale=2.0, fast_mode=False,
+            generator=torch.Generator().manual_seed(0), output_type="np",
+        )  # fmt: skip
+    return {"seconds": time.perf_counter() - started}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reference-dir", required=True)
+    parser.add_argument("--model-dir", required=True, help="diffusers layout: unet, vae, scheduler, ...")
+    parser.add_argument("--inputs", required=True, help="safetensors: latent and the CFG conditioning")
+    parser.add_argument("--task", choices=("step", "render"), required=True)
+    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--fast-mode", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--stages", default="1024,2048,3072")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--step-output", help="write the step's noise prediction here (safetensors)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sys.path.insert(0, os.path.abspath(args.reference_dir))
+    inputs = load_file(args.inputs)
+    if args.task == "step":
+        from diffusers import UNet2DConditionModel
+
+        unet = UNet2DConditionModel.from_pretrained(os.path.join(args.model_dir, "unet")).eval()
+        result = time_step(unet, inputs, args.size, args.fast_mode, args.repeats, args.step_output)
+    else:
+        stages = [int(s) for s in args.stages.split(",")]
+        result = time_render(args.model_dir, inputs, stages, args.steps, args.guidance)
+    import diffusers
+
+    print(json.dumps({**result, "diffusers": diffusers.__version__, "torch": torch.__version__}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Our FreeScale against the reference implementation (ali-vilab/FreeScale), same weights and settings,
+side by side in one run: one high-resolution CFG step, and a whole cascade.
+
+The reference runs in its own venv (diffusers 0.20.x, einops, a matching huggingface_hub), from a
+folder outside this repository, through bench/reference_runner.py; none of its code is in ours.
+    python bench/reference_side_by_side.py --reference-dir ../reference/freescale_ref \
+        --python ../reference/venv/bin/python --threads 2 --out bench/results/cpu_reference_side_by_side.json
+Same settings: the built-in tiny SDXL-topology model saved to disk with its UNet config saying native
+1024 px (the reference hard-codes 1024), FreeU off in both (the reference keys FreeU on SDXL's 1280/640
+widths and builds its mask on CUDA), jitter off in both for the step, whose outputs are compared too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+from safetensors.torch import load_file, save_file
+
+NATIVE = 1024  # what the reference's scale_forward and dilation assume for every model
+PROMPT = "a lighthouse on a cliff at dusk"
+NEGATIVE = "blurry, ugly, duplicate, poorly drawn, deformed, mosaic"
+
+
+def save_model(directory: str) -> None:
+    """The tiny SDXL pipeline on disk, its UNet's config saying native 1024 (sample_size only, no weight)."""
+    from freescale.models.loading import save_tiny_model
+
+    save_tiny_model(directory)
+    path = os.path.join(directory, "unet", "config.json")
+    with open(path, encoding="utf-8") as handle:
+        config = json.load(handle)
+    config["sample_size"] = NATIVE // 8
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(config, handle)
+
+
+def save_inputs(model, size: int, path: str) -> dict:
+    """One CFG batch at `size` px: the latent and our encoding of the prompts (both sides get these)."""
+    from freescale.method.random_draws import keyed_normal
+    from freescale.models.conditioning import encode_conditioning
+
+    cond = encode_conditioning(model.pipe, PROMPT, NEGATIVE, 7.5, (NATIVE, NATIVE))
+    kwargs = cond.unet_kwargs()
+    latent = keyed_normal((1, 4, size // 8, size // 8), 0, "bench").repeat(2, 1, 1, 1)
+    tensors = {
+        "latent": latent,
+        "encoder_hidden_states": kwargs["encoder_hidden_states"],
+        "text_embeds": kwargs["added_cond_kwargs"]["text_embeds"],
+        "time_ids": kwargs["added_cond_kwargs"]["time_ids"],
+    }
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path)
+    return tensors
+
+
+def our_step(model, inputs: dict, size: int, fast_mode: bool, repeats: int) -> tuple[list, torch.Tensor]:
+    """Seconds of our FreeScale step (warm-up dropped when repeats > 1), and its noise prediction."""
+    from freescale.method.scale_fusion import scale_fusion
+
+    unet = model.pipe.unet
+    kwargs = {
+        "encoder_hidden_states": inputs["encoder_hidden_states"],
+        "added_cond_kwargs": {"text_embeds": inputs["text_embeds"], "time_ids": inputs["time_ids"]},
+        "return_dict": False,
+    }
+    seconds = []
+    fusion = scale_fusion(unet, NATIVE, (size, size), fast_mode=fast_mode, freeu=None, jitter_seed=None)
+    with torch.inference_mode(), fusion as handle:
+        for _ in range(repeats):
+            handle.begin_step(1, 1, dilate=True)
+            started = time.perf_counter()
+            out = unet(inputs["latent"], 500, **kwargs)[0]
+            seconds.append(time.perf_counter() - started)
+    return (seconds[1:] if repeats > 1 else seconds), out
+
+
+def our_render(model, directory: str, stages: list[int], steps: int) -> float:
+    from freescale.config.render_config import build_config
+    from freescale.rendering.api import render
+
+    values = {
+        "model": directory, "prompt": PROMPT, "negative_prompt": NEGATIVE, "steps": steps, "guidance": 7.5,
+        "stages": ",".join(str(s) for s in stages), "freeu": "off", "seed": 0, "output": "/tmp/unused.png",
+    }  # fmt: skip
+    config = build_config(values, native_size=NATIVE)
+    started = time.perf_counter()
+    render(config, model)
+    return time.perf_counter() - started
+
+
+def reference(args, directory: str, inputs_path: str, task: str, **extra) -> dict:
+    command = [
+        args.python, os.path.join(os.path.dirname(__file__), "reference_runner.py"),
+        "--reference-dir", args.reference_dir, "--model-dir", directory, "--inputs", inputs_path,
+        "--task", task, "--threads", str(args.threads),
+    ]  # fmt: skip
+    for key, value in extra.items():
+        command += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
+    done = subprocess.run(command, capture_output=True, text=True, cwd=args.reference_dir)
+    if done.returncode != 0:
+        sys.exit(f"the reference's {task} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def side_by_side_step(args, model, directory: str, inputs: dict, inputs_path: str, work: str) -> dict:
+    """Rounds of our step then the reference's: the median seconds of each, and how far apart the two
+    noise predictions are (jitter off in both, so they must agree to rounding)."""
+    ours, theirs = [], []
+    reference_out = os.path.join(work, "reference_step.safetensors")
+    for _ in range(args.rounds):
+        seconds, out = our_step(model, inputs, args.size, False, args.repeats)
+        ours.append(statistics.median(seconds))
+        ref = reference(args, directory, inputs_path, "step", size=args.size, repeats=args.repeats,
+                        step_output=reference_out)  # fmt: skip
+        theirs.append(statistics.median(ref["seconds"]))
+    expected = load_file(reference_out)["noise_pred"]
+    return {
+        "size": args.size, "ours_s": [round(s, 3) for s in ours],
+        "reference_s": [round(s, 3) for s in theirs],
+        "ours_vs_reference": round(statistics.median(ours) / statistics.median(theirs), 3),
+        "max_abs_diff": float((out - expected).abs().max()), "max_abs_reference": float(expected.abs().max()),
+        "reference_diffusers": ref["diffusers"],
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reference-dir", required=True, help="a checkout of ali-vilab/FreeScale")
+    parser.add_argument("--python", required=True, help="the reference venv's python")
+    parser.add_argument("--size", type=int, default=2048, help="the step's size in px")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="step calls per side and round (first: warm-up; 0: no step)"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="ours then the reference's, this many times")
+    parser.add_argument("--stages", default="1024,2048,3072", help="the whole render's stages")
+    parser.add_argument("--steps", type=int, default=4, help="the whole render's steps (0: no render)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", help="write the JSON result here too")
+    args = parser.parse_args()
+    if not (args.repeats or args.steps):
+        parser.error("nothing to measure: --repeats 0 and --steps 0")
+    torch.set_num_threads(args.threads)
+    from freescale.models.loading import load_model, resolve_model_source
+
+    result: dict = {
+        "bench": "reference_side_by_side", "model": "tiny-sdxl (native read as 1024)", "device": "cpu",
+        "machine": platform.processor() or platform.machine(), "threads": args.threads,
+        "torch": torch.__version__, "settings": "FreeU off in both; step: jitter off in both, dilation on",
+    }  # fmt: skip
+    with tempfile.TemporaryDirectory() as work:
+        directory = os.path.join(work, "model")
+        save_model(directory)
+        model = load_model(resolve_model_source(directory), device="cpu")
+        inputs_path = os.path.join(work, "inputs.safetensors")
+        inputs = save_inputs(model, args.size, inputs_path)
+        if args.repeats:
+            result["step"] = side_by_side_step(args, model, directory, inputs, inputs_path, work)
+            print(json.dumps(result["step"]), flush=True)
+        if args.steps:
+            stages = [int(s) for s in args.stages.split(",")]
+            ours, theirs = [], []
+            for _ in range(args.rounds):
+                ours.append(our_render(model, directory, stages, args.steps))
+                ref = reference(args, directory, inputs_path, "render", stages=args.stages, steps=args.steps)
+                theirs.append(ref["seconds"])
+            result["render"] = {
+                "stages": stages, "steps": args.steps, "ours_s": [round(s, 2) for s in ours],
+                "reference_s": [round(s, 2) for s in theirs],
+                "ours_vs_reference": round(statistics.median(ours) / statistics.median(theirs), 3),
+                "reference_diffusers": ref["diffusers"],
+            }  # fmt: skip
+            print(json.dumps(result["render"]), flush=True)
+    line = json.dumps(result)
+    print(line)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()

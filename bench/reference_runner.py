@@ -70,24 +70,51 @@ def dilate(unet, n: int) -> None:
             module.padding = (n, n)
 
 
+def freeu_on(unet) -> None:
+    """The reference's FreeU (its run script's SDXL values); it builds its mask on CUDA."""
+    from types import SimpleNamespace
+
+    from free_lunch_utils import register_free_crossattn_upblock2d, register_free_upblock2d
+
+    pipe = SimpleNamespace(unet=unet)  # what the register functions read
+    register_free_upblock2d(pipe, b1=1.1, b2=1.2, s1=0.6, s2=0.4)
+    register_free_crossattn_upblock2d(pipe, b1=1.1, b2=1.2, s1=0.6, s2=0.4)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def time_step(unet, inputs: dict, size: int, fast_mode: bool, repeats: int, output: str | None) -> dict:
-    """Seconds of one CFG-batched UNet call at `size` px, the first call a warm-up when repeats > 1."""
+    """Seconds of one CFG-batched UNet call at `size` px (the first call a warm-up when repeats > 1), and the
+    peak device memory of the last call on CUDA."""
     scale_attention_on(unet, (size, size), fast_mode)
     dilate(unet, size // 1024)  # the reference's own rule: stage width // 1024
+    to = {"device": unet.device, "dtype": unet.dtype}
     kwargs = {
-        "encoder_hidden_states": inputs["encoder_hidden_states"],
-        "added_cond_kwargs": {"text_embeds": inputs["text_embeds"], "time_ids": inputs["time_ids"]},
+        "encoder_hidden_states": inputs["encoder_hidden_states"].to(**to),
+        "added_cond_kwargs": {
+            "text_embeds": inputs["text_embeds"].to(**to),
+            "time_ids": inputs["time_ids"].to(**to),
+        },
         "return_dict": False,
     }
+    latent = inputs["latent"].to(**to)
     seconds = []
     with torch.inference_mode(), jitter_off():
         for _ in range(repeats):
+            if unet.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(unet.device)
+            synchronize(unet.device)
             started = time.perf_counter()
-            out = unet(inputs["latent"], 500, **kwargs)[0]
+            out = unet(latent, 500, **kwargs)[0]
+            synchronize(unet.device)
             seconds.append(time.perf_counter() - started)
     if output:
-        save_file({"noise_pred": out.contiguous()}, output)
-    return {"seconds": seconds[1:] if repeats > 1 else seconds}
+        save_file({"noise_pred": out.float().cpu().contiguous()}, output)
+    peak = torch.cuda.max_memory_allocated(unet.device) / 2**30 if unet.device.type == "cuda" else None
+    return {"seconds": seconds[1:] if repeats > 1 else seconds, "peak_memory_gib": peak}
 
 
 def time_render(model_dir: str, inputs: dict, stages: list[int], steps: int, guidance: float) -> dict:
@@ -134,16 +161,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--guidance", type=float, default=7.5)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    parser.add_argument("--freeu", action="store_true", help="the reference's FreeU on (CUDA only)")
     parser.add_argument("--step-output", help="write the step's noise prediction here (safetensors)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.freeu and not args.device.startswith("cuda"):
+        parser.error("--freeu: the reference's FreeU builds its mask with .cuda(); use --device cuda")
     sys.path.insert(0, os.path.abspath(args.reference_dir))
     inputs = load_file(args.inputs)
     if args.task == "step":
         from diffusers import UNet2DConditionModel
 
-        unet = UNet2DConditionModel.from_pretrained(os.path.join(args.model_dir, "unet")).eval()
+        dtype = getattr(torch, args.dtype)
+        unet = UNet2DConditionModel.from_pretrained(os.path.join(args.model_dir, "unet"), torch_dtype=dtype)
+        unet = unet.to(args.device).eval()
+        if args.freeu:
+            freeu_on(unet)
         result = time_step(unet, inputs, args.size, args.fast_mode, args.repeats, args.step_output)
     else:
         stages = [int(s) for s in args.stages.split(",")]

@@ -30,8 +30,16 @@ PROMPT = "a lighthouse on a cliff at dusk"
 NEGATIVE = "blurry, ugly, duplicate, poorly drawn, deformed, mosaic"
 
 
-def save_model(directory: str) -> None:
-    """The tiny SDXL pipeline on disk, its UNet's config saying native 1024 (sample_size only, no weight)."""
+def save_model(directory: str, unet_name: str, device: str, dtype: torch.dtype) -> None:
+    """The weights both sides load. tiny: the built-in SDXL pipeline, its UNet's config saying native 1024
+    (sample_size only, no weight). sdxl: SDXL's UNet with random weights (the step only)."""
+    if unet_name == "sdxl":
+        from freescale.models.sdxl_unet import build_sdxl_unet
+
+        build_sdxl_unet(device, dtype).save_pretrained(
+            os.path.join(directory, "unet"), safe_serialization=True
+        )
+        return
     from freescale.models.loading import save_tiny_model
 
     save_tiny_model(directory)
@@ -43,13 +51,31 @@ def save_model(directory: str) -> None:
         json.dump(config, handle)
 
 
-def save_inputs(model, size: int, path: str) -> dict:
-    """One CFG batch at `size` px: the latent and our encoding of the prompts (both sides get these)."""
+def load_ours(directory: str, unet_name: str, device: str, dtype: torch.dtype):
+    """(our UNet, our loaded model, or None for the UNet alone) from the saved weights."""
+    if unet_name == "sdxl":
+        from diffusers import UNet2DConditionModel
+
+        unet = UNet2DConditionModel.from_pretrained(os.path.join(directory, "unet"), torch_dtype=dtype)
+        return unet.to(device).eval(), None
+    from freescale.models.loading import load_model, resolve_model_source
+
+    names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+    model = load_model(resolve_model_source(directory), device=device, dtype=names[dtype])
+    return model.pipe.unet, model
+
+
+def save_inputs(unet, model, size: int, path: str) -> dict:
+    """One CFG batch at `size` px: the latent and the conditioning, our encoding of the prompts (tiny) or
+    random tensors of SDXL's shapes; both sides get these, in float32 on the CPU."""
     from freescale.method.random_draws import keyed_normal
     from freescale.models.conditioning import encode_conditioning
+    from freescale.models.sdxl_unet import random_unet_kwargs
 
-    cond = encode_conditioning(model.pipe, PROMPT, NEGATIVE, 7.5, (NATIVE, NATIVE))
-    kwargs = cond.unet_kwargs()
+    if model is not None:
+        kwargs = encode_conditioning(model.pipe, PROMPT, NEGATIVE, 7.5, (NATIVE, NATIVE)).unet_kwargs()
+    else:
+        kwargs = random_unet_kwargs(unet, 2, (NATIVE, NATIVE))
     latent = keyed_normal((1, 4, size // 8, size // 8), 0, "bench").repeat(2, 1, 1, 1)
     tensors = {
         "latent": latent,
@@ -57,29 +83,47 @@ def save_inputs(model, size: int, path: str) -> dict:
         "text_embeds": kwargs["added_cond_kwargs"]["text_embeds"],
         "time_ids": kwargs["added_cond_kwargs"]["time_ids"],
     }
-    save_file({k: v.contiguous() for k, v in tensors.items()}, path)
+    tensors = {k: v.float().cpu().contiguous() for k, v in tensors.items()}
+    save_file(tensors, path)
     return tensors
 
 
-def our_step(model, inputs: dict, size: int, fast_mode: bool, repeats: int) -> tuple[list, torch.Tensor]:
-    """Seconds of our FreeScale step (warm-up dropped when repeats > 1), and its noise prediction."""
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def our_step(
+    unet, inputs: dict, size: int, repeats: int, freeu: bool
+) -> tuple[list, torch.Tensor, float | None]:
+    """Seconds of our FreeScale step (warm-up dropped when repeats > 1), its noise prediction, and the last
+    call's peak device memory in GiB (CUDA only)."""
+    from freescale.config.render_config import FREEU_DEFAULT
     from freescale.method.scale_fusion import scale_fusion
 
-    unet = model.pipe.unet
+    t = {k: v.to(unet.device, unet.dtype) for k, v in inputs.items()}
     kwargs = {
-        "encoder_hidden_states": inputs["encoder_hidden_states"],
-        "added_cond_kwargs": {"text_embeds": inputs["text_embeds"], "time_ids": inputs["time_ids"]},
+        "encoder_hidden_states": t["encoder_hidden_states"],
+        "added_cond_kwargs": {"text_embeds": t["text_embeds"], "time_ids": t["time_ids"]},
         "return_dict": False,
     }
+    cuda = unet.device.type == "cuda"
     seconds = []
-    fusion = scale_fusion(unet, NATIVE, (size, size), fast_mode=fast_mode, freeu=None, jitter_seed=None)
+    fusion = scale_fusion(
+        unet, NATIVE, (size, size), freeu=FREEU_DEFAULT if freeu else None, jitter_seed=None
+    )
     with torch.inference_mode(), fusion as handle:
         for _ in range(repeats):
             handle.begin_step(1, 1, dilate=True)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(unet.device)
+            synchronize(unet.device)
             started = time.perf_counter()
-            out = unet(inputs["latent"], 500, **kwargs)[0]
+            out = unet(t["latent"], 500, **kwargs)[0]
+            synchronize(unet.device)
             seconds.append(time.perf_counter() - started)
-    return (seconds[1:] if repeats > 1 else seconds), out
+    peak = torch.cuda.max_memory_allocated(unet.device) / 2**30 if cuda else None
+    return (seconds[1:] if repeats > 1 else seconds), out.float().cpu(), peak
 
 
 def our_render(model, directory: str, stages: list[int], steps: int) -> float:
@@ -100,23 +144,26 @@ def reference(args, directory: str, inputs_path: str, task: str, **extra) -> dic
     command = [
         args.python, os.path.join(os.path.dirname(__file__), "reference_runner.py"),
         "--reference-dir", args.reference_dir, "--model-dir", directory, "--inputs", inputs_path,
-        "--task", task, "--threads", str(args.threads),
-    ]  # fmt: skip
+        "--task", task, "--threads", str(args.threads), "--device", args.device, "--dtype", args.dtype,
+    ] + (["--freeu"] if args.freeu else [])  # fmt: skip
     for key, value in extra.items():
         command += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
-    done = subprocess.run(command, capture_output=True, text=True, cwd=args.reference_dir)
+    env = dict(os.environ)
+    if args.reference_site:  # the reference's packages, ahead of (and instead of) ours on its path
+        env["PYTHONPATH"] = args.reference_site
+    done = subprocess.run(command, capture_output=True, text=True, cwd=args.reference_dir, env=env)
     if done.returncode != 0:
         sys.exit(f"the reference's {task} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def side_by_side_step(args, model, directory: str, inputs: dict, inputs_path: str, work: str) -> dict:
-    """Rounds of our step then the reference's: the median seconds of each, and how far apart the two
-    noise predictions are (jitter off in both, so they must agree to rounding)."""
+def side_by_side_step(args, unet, directory: str, inputs: dict, inputs_path: str, work: str) -> dict:
+    """Rounds of our step then the reference's: the median seconds of each, peak memory (CUDA), and how far
+    apart the two noise predictions are (jitter off in both, so they must agree to rounding)."""
     ours, theirs = [], []
     reference_out = os.path.join(work, "reference_step.safetensors")
     for _ in range(args.rounds):
-        seconds, out = our_step(model, inputs, args.size, False, args.repeats)
+        seconds, out, peak = our_step(unet, inputs, args.size, args.repeats, args.freeu)
         ours.append(statistics.median(seconds))
         ref = reference(args, directory, inputs_path, "step", size=args.size, repeats=args.repeats,
                         step_output=reference_out)  # fmt: skip
@@ -127,6 +174,7 @@ def side_by_side_step(args, model, directory: str, inputs: dict, inputs_path: st
         "reference_s": [round(s, 3) for s in theirs],
         "ours_vs_reference": round(statistics.median(ours) / statistics.median(theirs), 3),
         "max_abs_diff": float((out - expected).abs().max()), "max_abs_reference": float(expected.abs().max()),
+        "ours_peak_memory_gib": peak, "reference_peak_memory_gib": ref["peak_memory_gib"],
         "reference_diffusers": ref["diffusers"],
     }  # fmt: skip
 
@@ -143,26 +191,42 @@ def main() -> None:
     parser.add_argument("--stages", default="1024,2048,3072", help="the whole render's stages")
     parser.add_argument("--steps", type=int, default=4, help="the whole render's steps (0: no render)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--unet", choices=("tiny", "sdxl"), default="tiny",
+                        help="sdxl: SDXL's UNet with random weights, the step only (--steps 0)")  # fmt: skip
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    parser.add_argument("--freeu", action="store_true", help="FreeU on in both (the reference's needs CUDA)")
+    parser.add_argument(
+        "--reference-site", help="PYTHONPATH for the reference (its packages, installed --target)"
+    )
     parser.add_argument("--out", help="write the JSON result here too")
     args = parser.parse_args()
     if not (args.repeats or args.steps):
         parser.error("nothing to measure: --repeats 0 and --steps 0")
+    if args.unet == "sdxl" and args.steps:
+        parser.error(
+            "--unet sdxl times the step only (no VAE or text encoders to render with): add --steps 0"
+        )
+    if args.freeu and not args.device.startswith("cuda"):
+        parser.error("--freeu: the reference's FreeU builds its mask with .cuda(); use --device cuda")
     torch.set_num_threads(args.threads)
-    from freescale.models.loading import load_model, resolve_model_source
-
+    dtype = getattr(torch, args.dtype)
+    machine = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
     result: dict = {
-        "bench": "reference_side_by_side", "model": "tiny-sdxl (native read as 1024)", "device": "cpu",
+        "bench": "reference_side_by_side", "device": machine, "dtype": args.dtype,
+        "model": "sdxl unet, random weights" if args.unet == "sdxl" else "tiny-sdxl (native read as 1024)",
         "machine": platform.processor() or platform.machine(), "threads": args.threads,
-        "torch": torch.__version__, "settings": "FreeU off in both; step: jitter off in both, dilation on",
+        "torch": torch.__version__,
+        "settings": f"FreeU {'on' if args.freeu else 'off'} in both; step: jitter off in both, dilation on",
     }  # fmt: skip
     with tempfile.TemporaryDirectory() as work:
         directory = os.path.join(work, "model")
-        save_model(directory)
-        model = load_model(resolve_model_source(directory), device="cpu")
+        save_model(directory, args.unet, args.device, dtype)
+        unet, model = load_ours(directory, args.unet, args.device, dtype)
         inputs_path = os.path.join(work, "inputs.safetensors")
-        inputs = save_inputs(model, args.size, inputs_path)
+        inputs = save_inputs(unet, model, args.size, inputs_path)
         if args.repeats:
-            result["step"] = side_by_side_step(args, model, directory, inputs, inputs_path, work)
+            result["step"] = side_by_side_step(args, unet, directory, inputs, inputs_path, work)
             print(json.dumps(result["step"]), flush=True)
         if args.steps:
             stages = [int(s) for s in args.stages.split(",")]

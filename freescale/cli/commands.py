@@ -153,10 +153,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:  # SIGINT or SIGTERM, after every cleanup ran
         print(interrupts.interrupted_line(exc, args.command), file=sys.stderr)
         return interrupts.exit_code(exc)
-    except (ConfigError, NotImplementedError) as exc:  # bad input, or a documented unsupported case
-        print(f"freescale: error: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:
+    except Exception as exc:
+        signum = interrupts.signal_received()
+        if signum is not None:
+            # A scheduler signals the whole process group: the workers die of it too, and their loss may
+            # surface before the driver's own handler runs. The signal stopped the render either way.
+            interrupted = interrupts.Interrupted(signum)
+            print(interrupts.interrupted_line(interrupted, args.command), file=sys.stderr)
+            return interrupts.exit_code(interrupted)
+        if isinstance(exc, (ConfigError, NotImplementedError)):  # bad input, or a documented unsupported case
+            print(f"freescale: error: {exc}", file=sys.stderr)
+            return 2
         from freescale.cluster.ray.worker_pool import WorkerLost
 
         if not isinstance(exc, WorkerLost):

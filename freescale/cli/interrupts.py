@@ -74,6 +74,11 @@ def handled_signals() -> Iterator[None]:
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
+def signal_received() -> int | None:
+    """The first signal received under `handled_signals`, or None: none came."""
+    return _received[0] if _received else None
+
+
 def received_signal() -> int:
     """The first signal received under `handled_signals`; SIGINT for a KeyboardInterrupt from elsewhere."""
     return _received[0] if _received else signal.SIGINT

@@ -18,6 +18,7 @@ import time
 
 import torch
 from safetensors.torch import load_file, save_file
+from sdxl_step import synchronize  # bench/ is on the path of a script run from it
 
 # SPEC 5: the convs the reference dilates in every stage above the base (its pipeline lists the same names).
 DILATED_CONVS = (
@@ -79,11 +80,6 @@ def freeu_on(unet) -> None:
     pipe = SimpleNamespace(unet=unet)  # what the register functions read
     register_free_upblock2d(pipe, b1=1.1, b2=1.2, s1=0.6, s2=0.4)
     register_free_crossattn_upblock2d(pipe, b1=1.1, b2=1.2, s1=0.6, s2=0.4)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_step(unet, inputs: dict, size: int, fast_mode: bool, repeats: int, output: str | None) -> dict:

@@ -24,6 +24,7 @@ import time
 
 import torch
 from safetensors.torch import load_file, save_file
+from sdxl_step import synchronize  # bench/ is on the path of a script run from it
 
 NATIVE = 1024  # what the reference's scale_forward and dilation assume for every model
 PROMPT = "a lighthouse on a cliff at dusk"
@@ -86,11 +87,6 @@ def save_inputs(unet, model, size: int, path: str) -> dict:
     tensors = {k: v.float().cpu().contiguous() for k, v in tensors.items()}
     save_file(tensors, path)
     return tensors
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def our_step(

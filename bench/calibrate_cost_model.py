@@ -6,9 +6,11 @@ relative error. Prints the fit. Usage: python bench/calibrate_cost_model.py [--r
 The measurements it reads (DEVICES below) come from, on an H200:
     python bench/sdxl_step.py --device cuda --dtype float16 --sizes 2048:4,4096:3,8192:2 --out ...
     python bench/vae_tile.py --device cuda --dtypes float32,float16 --sizes 2048 --out ...
+    python bench/band_compute.py --unet sdxl --device cuda --dtype float16 --size 8192 --world 8 --out ...
 and on this project's CPU machine (one thread, CPU time: immune to other processes on the machine):
     python bench/sdxl_step.py --unet tiny --sizes 256:4,512:3,1024:2 --threads 1 --clock thread --out ...
     python bench/vae_tile.py --vae tiny --sizes 512 --repeats 5 --threads 1 --clock thread --out ...
+    python bench/band_compute.py --unet tiny --size 1024 --world 4 --threads 1 --clock thread --out ...
 """
 
 from __future__ import annotations
@@ -27,9 +29,13 @@ DEFAULT_OUT = os.path.join(HERE, "..", "freescale", "planning", "cost_calibratio
 # ("holdout": measured steps left out of the fit, to report how well the model predicts new sizes)
 DEVICES = {
     "NVIDIA H200": {"unet": "sdxl", "steps": ["h200_sdxl_step_fp16.jsonl"], "vae": ["h200_vae_tile.jsonl"],
-                    "holdout": ["h200_sdxl_step_fp16_holdout.jsonl"]},
-    "cpu": {"unet": "tiny", "steps": ["cpu_tiny_step_fp32.jsonl"], "vae": ["cpu_tiny_vae_tile.jsonl"]},
+                    "holdout": ["h200_sdxl_step_fp16_holdout.jsonl"],
+                    "bands": ["h200_sdxl_band_compute_fp16.jsonl"]},
+    "cpu": {"unet": "tiny", "steps": ["cpu_tiny_step_fp32.jsonl"], "vae": ["cpu_tiny_vae_tile.jsonl"],
+            "bands": ["cpu_tiny_band_compute.jsonl"]},
 }  # fmt: skip
+# ("bands": bench/band_compute.py lines, ranks' bands timed alone: the plan uses them where they match)
+BAND_KEYS = ("profile_key", "latent", "world", "rank", "band", "mode", "batch", "dtype_bytes")
 # Devices without measurements of their own, matched by a fragment of the name torch reports. The H100
 # has the H200's compute (less memory bandwidth, so memory-bound parts run somewhat slower).
 ALIASES = {"H200": "NVIDIA H200", "H100": "NVIDIA H200", "NVIDIA": "NVIDIA H200"}
@@ -256,6 +262,13 @@ def calibrate_device(name: str, sources: dict, results: str, models: dict, profi
     native = models[sources["unet"]]["native_size"]
     entry["holdout"] = evaluate(entry, step_costs(profile, holdout, native), profile.parameters * dtype_bytes)
     entry["sources"] += [f"bench/results/{n} (holdout)" for n in sources.get("holdout", [])]
+    bands = [line for line in read_lines(results, sources.get("bands", [])) if line.get("device") == name]
+    entry["band_steps"] = [
+        {**{k: line[k] for k in BAND_KEYS}, "measured_s": line["seconds_per_step"],
+         "predicted_s": line["model_predicted_s"]}
+        for line in bands
+    ]  # fmt: skip
+    entry["sources"] += [f"bench/results/{n} (bands)" for n in sources.get("bands", []) if bands]
     return entry
 
 
@@ -300,6 +313,10 @@ def main() -> None:
             error = check["predicted_s"] / check["measured_s"] - 1
             print(f"  vae {check['op']} {check['size']}: measured {check['measured_s']} s, "
                   f"predicted {check['predicted_s']} s ({error:+.1%})")  # fmt: skip
+        for b in entry["band_steps"]:
+            error = b["predicted_s"] / b["measured_s"] - 1
+            print(f"  band {b['latent'][0] * 8:>5} rank {b['rank']}/{b['world']} {b['mode']:>9}  measured "
+                  f"{b['measured_s']:>8.4f} s  model {b['predicted_s']:>8.4f} s  {error:+5.1%}")  # fmt: skip
         for kind in ("fit", "holdout"):
             for f in entry[kind]:
                 error = f["predicted_s"] / f["measured_s"] - 1

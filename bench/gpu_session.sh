@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# All GPU measurements in one device call (the lent machine is bare: diffusers travels as a wheel in .whl/,
+# All GPU measurements in one device call (the lent machine is bare: diffusers travels as a wheel in .whl/, made
+# by bench/gpu_prep.sh and named in the run's carry,
 # and the package is laid out under /tmp/pkg as setuptools' package-dir would install it).
 # Usage on the GPU machine: OUT=results-dir bash bench/gpu_session.sh
 set -u

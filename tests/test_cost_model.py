@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from freescale.cluster.sharding.band_alone import BandAloneGroup
 from freescale.cluster.sharding.shard_group import ShardGroup
 from freescale.config.render_config import FREEU_DEFAULT
 from freescale.errors import ConfigError
@@ -82,24 +83,6 @@ def test_whole_latent_flops_match_flop_counter(meta_unet, tiny_profile, size, mo
     assert cost.flops == pytest.approx(counter.get_total_flops(), rel=1e-12)
 
 
-class MetaGroup(ShardGroup):
-    """A rank of a group whose collectives only shape meta tensors: one rank's arithmetic, in process."""
-
-    def all_reduce_sum(self, tensor):
-        return tensor
-
-    def all_gather_rows(self, local, bands, dim):
-        shape = list(local.shape)
-        shape[dim] = sum(b - a for a, b in bands)
-        return local.new_empty(shape)
-
-    def fetch_rows(self, local, bands, needs, dim):
-        lo, hi = needs[self.rank]
-        shape = list(local.shape)
-        shape[dim] = max(0, hi - lo)
-        return local.new_empty(shape)
-
-
 def test_rank_flops_match_flop_counter(tiny_profile, world=3, fast_mode=False, height=640):
     """Each rank's band, with the rows it borrows and the windows it shares with its neighbours: 3 ranks
     of 28, 28 and 24 rows of an 80 x 64 latent (n = 5 x 4)."""
@@ -114,7 +97,7 @@ def test_rank_flops_match_flop_counter(tiny_profile, world=3, fast_mode=False, h
     shard = shard_context_of(unet)
     kwargs = _kwargs(unet, 2)
     for rank in range(world):
-        shard.group = MetaGroup(rank=rank, world=world)
+        shard.group = BandAloneGroup(rank=rank, world=world)  # the band_compute bench's stand-in
         shard.set_stage(latent)
         a, b = shard.band
         x = torch.zeros(2, 4, b - a, latent[1], device="meta", dtype=unet.dtype)
@@ -371,3 +354,39 @@ def test_links_and_unknown_devices():
 
     plan = make_plan([(1024, 1024), (2048, 2048)], 2, model="sdxl", device="AMD Instinct MI300X")
     assert plan.device.name == "NVIDIA H200" and "no calibration measured on AMD" in plan.notes[0]
+
+
+def test_plan_uses_the_measured_bands_where_it_has_them():
+    """bench/band_compute.py's measurements (in the calibration) replace the model's compute for the bands
+    they match, and only those: the CPU's stored ones for the tiny model at 1024^2, then one made up."""
+    import dataclasses
+
+    from freescale.planning.plan import make_plan
+    from freescale.planning.plan_format import format_plan, plan_json
+
+    cpu = device_calibration("cpu")
+    stored = {(m["world"], m["rank"]): m["measured_s"] for m in cpu.band_steps}
+    assert {(4, rank) for rank in range(4)} <= stored.keys()
+    plan = make_plan([(128, 128), (1024, 1024)], 4, model="tiny", device=cpu)
+    last = plan.stages[-1]
+    assert [r.compute_s_per_step for r in last.per_rank] == [stored[(4, rank)] for rank in range(4)]
+    assert all(r.compute_measured for r in last.per_rank) and not plan.stages[0].per_rank[0].compute_measured
+    assert "stage 1: compute of 4 of 4 bands measured on cpu" in format_plan(plan)
+    assert json.loads(plan_json(plan))["stages"][1]["per_rank"][0]["compute_measured"] is True
+
+    # One band measured of three: that rank's time is the measurement, the others' the model's.
+    stages = [(128, 128), (768, 768)]
+    modelled = make_plan(stages, 3, model="tiny", device=dataclasses.replace(cpu, band_steps=()))
+    rank = modelled.stages[-1].per_rank[1]
+    one = {"profile_key": modelled.model.unet.key, "latent": [96, 96], "world": 3, "rank": 1,
+           "band": list(rank.band), "mode": "freescale", "batch": 2, "dtype_bytes": 4,
+           "measured_s": 123.0}  # fmt: skip
+    with_one = dataclasses.replace(cpu, band_steps=(one,))
+    ranks = make_plan(stages, 3, model="tiny", device=with_one).stages[-1].per_rank
+    assert [r.compute_measured for r in ranks] == [False, True, False]
+    assert ranks[1].compute_s_per_step == 123.0
+    assert ranks[0].compute_s_per_step == modelled.stages[-1].per_rank[0].compute_s_per_step
+    # Another mode, dtype or split is not that measurement.
+    for other in ({"fast_mode": True}, {"dtype_bytes": 2}, {"workers": 2}):
+        plan = make_plan(stages, **{"workers": 3, **other}, model="tiny", device=with_one)
+        assert not any(r.compute_measured for r in plan.stages[-1].per_rank), other

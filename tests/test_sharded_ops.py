@@ -125,3 +125,15 @@ def test_halo_rules_by_hand():
     assert clipped(conv_reads(bands, 1, 3, 3, 3), 16) == [(0, 11), (5, 16)]
     assert [zero_rows(r, 16) for r in conv_reads(bands, 1, 3, 3, 3)] == [(3, 0), (0, 3)]
     assert blur_reads(bands, 5) == [(-2, 10), (6, 18)] and blur_reads(bands, 1) == bands
+
+
+def staging_devices(group):
+    """Where this gloo group sends a host tensor and a device tensor from (meta stands in for a GPU)."""
+    return group.sendable_device(torch.zeros(1)), group.sendable_device(torch.empty(1, device="meta"))
+
+
+def test_a_gloo_group_sends_device_tensors_through_the_host():
+    # gloo moves only host tensors point to point: several ranks on one GPU (bench/sharded_render.py) stage
+    # through host memory; a host tensor goes as it is.
+    for devices in run_ranks(2, staging_devices):
+        assert devices == (torch.device("cpu"), torch.device("cpu"))

@@ -21,13 +21,15 @@ class CfgSplit:
     def swap(self, mine: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(unconditional, conditional) predictions for this band, the same tensors on both partners."""
         mine = mine.contiguous()  # a motion UNet returns a permuted view; empty_like would keep its strides
-        theirs = torch.empty_like(mine)
+        sent = self.world.sendable(mine)
+        received = torch.empty_like(sent)
         started = self.world.stats.start()
-        ops = [dist.P2POp(dist.isend, mine, self.partner),
-               dist.P2POp(dist.irecv, theirs, self.partner)]  # fmt: skip
+        ops = [dist.P2POp(dist.isend, sent, self.partner),
+               dist.P2POp(dist.irecv, received, self.partner)]  # fmt: skip
         for request in dist.batch_isend_irecv(ops):
             request.wait()
         self.world.stats.add("cfg_swap", mine.nbytes, started)
+        theirs = received.to(mine.device)
         return (mine, theirs) if self.half == 0 else (theirs, mine)
 
 

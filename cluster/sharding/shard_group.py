@@ -1,7 +1,9 @@
 """The ranks that share one stage, and the three collectives the sharded operators need.
 
 With one rank every collective is the identity and no process group is touched, so the
-single-process renderer is this same code with `ShardGroup.single()`.
+single-process renderer is this same code with `ShardGroup.single()`. On a gloo group, device tensors go
+through host memory (gloo moves only CPU tensors point to point): several ranks can then share one GPU,
+which NCCL refuses.
 """
 
 from __future__ import annotations
@@ -57,11 +59,23 @@ class ShardGroup:
     def _global(self, group_rank: int) -> int:
         return self.ranks[group_rank] if self.ranks is not None else group_rank
 
+    def sendable_device(self, tensor: torch.Tensor) -> torch.device:
+        """Where the backend can move this tensor from: its own device, or the host for gloo."""
+        if tensor.device.type == "cpu" or dist.get_backend(self.group) != "gloo":
+            return tensor.device
+        return torch.device("cpu")
+
+    def sendable(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(self.sendable_device(tensor))
+
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum over ranks, in place, in the tensor's dtype (callers pass fp32 partial sums)."""
         if self.world > 1:
             started = self.stats.start()
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=self.group)
+            wire = self.sendable(tensor)
+            dist.all_reduce(wire, op=dist.ReduceOp.SUM, group=self.group)
+            if wire is not tensor:
+                tensor.copy_(wire)
             # A ring all-reduce sends 2 (N - 1) / N of the tensor from every rank.
             self.stats.add("all_reduce", 2 * (self.world - 1) * tensor.nbytes // self.world, started)
         return tensor
@@ -74,11 +88,12 @@ class ShardGroup:
         longest = max(b - a for a, b in bands)
         pad_shape = list(local.shape)
         pad_shape[dim] = longest - local.shape[dim]
-        padded = torch.cat([local, local.new_zeros(pad_shape)], dim=dim).contiguous()
+        padded = self.sendable(torch.cat([local, local.new_zeros(pad_shape)], dim=dim).contiguous())
         parts = [torch.empty_like(padded) for _ in range(self.world)]
         dist.all_gather(parts, padded, group=self.group)
         self.stats.add("all_gather", (self.world - 1) * padded.nbytes, started)
-        return torch.cat([p.narrow(dim, 0, b - a) for p, (a, b) in zip(parts, bands, strict=True)], dim=dim)
+        whole = torch.cat([p.narrow(dim, 0, b - a) for p, (a, b) in zip(parts, bands, strict=True)], dim=dim)
+        return whole.to(local.device)
 
     def fetch_rows(self, local: torch.Tensor, bands: list[Band], needs: list[Band], dim: int) -> torch.Tensor:
         """Rows needs[rank] (clipped to the tensor) of the whole tensor, whose bands the ranks hold.
@@ -94,13 +109,13 @@ class ShardGroup:
                 continue
             send = overlap(mine, needs[other])
             if send is not None:
-                chunk = local.narrow(dim, send[0] - mine[0], send[1] - send[0]).contiguous()
+                chunk = self.sendable(local.narrow(dim, send[0] - mine[0], send[1] - send[0]).contiguous())
                 ops.append(dist.P2POp(dist.isend, chunk, self._global(other), group=self.group))
             recv = overlap(bands[other], (lo, hi))
             if recv is not None:
                 shape = list(local.shape)
                 shape[dim] = recv[1] - recv[0]
-                buffer = local.new_empty(shape)
+                buffer = torch.empty(shape, dtype=local.dtype, device=self.sendable_device(local))
                 pieces[recv[0]] = buffer
                 ops.append(dist.P2POp(dist.irecv, buffer, self._global(other), group=self.group))
         own = overlap(mine, (lo, hi))
@@ -116,13 +131,16 @@ class ShardGroup:
             shape = list(local.shape)
             shape[dim] = 0
             return local.new_empty(shape)
-        return torch.cat([pieces[start] for start in sorted(pieces)], dim=dim)
+        return torch.cat([pieces[start].to(local.device) for start in sorted(pieces)], dim=dim)
 
     def broadcast(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
         """Rank `src`'s tensor on every rank, in place (all ranks pass a tensor of the same shape)."""
         if self.world > 1:
             started = self.stats.start()
-            dist.broadcast(tensor, self._global(src), group=self.group)
+            wire = self.sendable(tensor)
+            dist.broadcast(wire, self._global(src), group=self.group)
+            if wire is not tensor:
+                tensor.copy_(wire)
             sent = tensor.nbytes * (self.world - 1) if self.rank == src else 0
             self.stats.add("broadcast", sent, started)
         return tensor

@@ -87,6 +87,7 @@ class DeviceCalibration:
     fit: tuple[dict[str, Any], ...]  # the measurements and what the model predicts for them
     holdout: tuple[dict[str, Any], ...]  # the same for measurements left out of the fit
     memory_note: str = ""  # where the memory coefficients come from, when not from this device
+    band_steps: tuple[dict[str, Any], ...] = ()  # ranks' bands timed alone (bench/band_compute.py)
 
     @classmethod
     def from_json(cls, name: str, data: dict[str, Any]) -> DeviceCalibration:
@@ -107,7 +108,26 @@ class DeviceCalibration:
             fit=tuple(data.get("fit", ())),
             holdout=tuple(data.get("holdout", ())),
             memory_note=data.get("memory_note", ""),
+            band_steps=tuple(data.get("band_steps", ())),
         )
+
+    def measured_band_seconds(
+        self,
+        profile_key: str,
+        latent: tuple[int, int],
+        world: int,
+        rank: int,
+        mode: str,
+        batch: int,
+        dtype_bytes: int,
+    ) -> float | None:
+        """Seconds of one dilated step of this rank's band when it was measured on this device, else None."""
+        wanted = {"profile_key": profile_key, "latent": list(latent), "world": world, "rank": rank,
+                  "mode": mode, "batch": batch, "dtype_bytes": dtype_bytes}  # fmt: skip
+        for measured in self.band_steps:
+            if all(measured[key] == value for key, value in wanted.items()):
+                return float(measured["measured_s"])
+        return None
 
 
 @lru_cache(maxsize=1)

@@ -75,6 +75,7 @@ class RankEstimate:
     comm_s_per_step: float
     vae_s: float  # the transition into this stage (decode, resize, encode of this band)
     memory: dict[str, float]  # bytes by part; the peak is weights + persistent + max(unet, vae)
+    compute_measured: bool = False  # compute_s_per_step is this band's measured step, not the model's
 
     @property
     def peak_bytes(self) -> float:
@@ -257,13 +258,14 @@ def _rank(
     mode: str,
     vae_s: float,
     memory: dict[str, float],
+    measured_s: float | None = None,
 ) -> RankEstimate:
     comm = dilated.comm_seconds(link) if link is not None else 0.0
+    compute = dilated.compute_seconds(device, mode) if measured_s is None else measured_s
     return RankEstimate(
         rank=index, band=band, tflops_per_step=dilated.flops / 1e12, bytes_per_step=dict(dilated.bytes_sent),
-        collectives_per_step=sum(dilated.calls.values()),
-        compute_s_per_step=dilated.compute_seconds(device, mode), comm_s_per_step=comm, vae_s=vae_s,
-        memory=memory,
+        collectives_per_step=sum(dilated.calls.values()), compute_s_per_step=compute, comm_s_per_step=comm,
+        vae_s=vae_s, memory=memory, compute_measured=measured_s is not None,
     )  # fmt: skip
 
 
@@ -308,7 +310,10 @@ def _upper_stage(
             "vae": vae_bytes(device, work, (previous[1], size[1]), spec.vae_tile, vae_dtype) if work else 0.0,
             "persistent": float(_persistent(spec, r, index, band[1] - band[0])),
         }
-        estimate = _rank(rank, band, costs[0], device, link, mode, vae_s, memory)
+        measured = device.measured_band_seconds(
+            spec.unet.key, latent, len(bands), rank, mode, batch, r.dtype_bytes
+        )
+        estimate = _rank(rank, band, costs[0], device, link, mode, vae_s, memory, measured)
         ranks.append(estimate)
         slowest[0] = max(slowest[0], estimate.compute_s_per_step + estimate.comm_s_per_step)
         slowest[1] = max(slowest[1], estimate.compute_s_per_step + costs[1].comm_seconds(link))
@@ -353,6 +358,13 @@ def _notes(plan: Plan) -> list[str]:
         "arithmetic outside the UNet, gathering each stage's latents",
         "local windows are taken unjittered (a step's jitter moves them by at most 1/8 window)",
     ]
+    for stage in plan.stages:
+        measured = sum(r.compute_measured for r in stage.per_rank)
+        if measured:
+            notes.append(
+                f"stage {stage.index}: compute of {measured} of {stage.ranks} bands measured on {d.name} "
+                "(bench/band_compute.py), the others from the fitted model"
+            )
     if d.vae is None:
         notes.append("VAE transitions: no calibration for this device, counted as 0 s and 0 bytes")
     return notes

@@ -99,7 +99,7 @@ def _stage_json(s: StageEstimate) -> dict[str, Any]:
         "per_rank": [
             {"rank": r.rank, "band": list(r.band), "tflops_per_step": round(r.tflops_per_step, 3),
              "bytes_per_step": r.bytes_per_step, "collectives_per_step": r.collectives_per_step,
-             "compute_s_per_step": round(r.compute_s_per_step, 4),
+             "compute_s_per_step": round(r.compute_s_per_step, 4), "compute_measured": r.compute_measured,
              "comm_s_per_step": round(r.comm_s_per_step, 4), "vae_s": round(r.vae_s, 3),
              "peak_bytes": int(r.peak_bytes),
              "memory": {k: int(v) for k, v in r.memory.items()}}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The GPU measurements the open issues still wait for, each under its own time limit, so that one device
+# call runs them all or a session runs them part by part (and commits each part's JSON at once):
+#   OUT=results-dir bash bench/gpu_pending.sh [PARTS]     PARTS: a comma list of video, bands, sharded,
+#                                                          reference (default: all four, in that order)
+#   video      issue 11 point 10 and issue 14 point 5: a 16-frame motion-UNet step, SD1.5 size at 1024^2
+#              and SDXL size at 2048^2, FreeScale / fast / temporal windows against direct, peak memory
+#   bands      issue 14 point 3: each of 8 ranks' bands of an 8192^2 SDXL step timed alone (the plan's
+#              measured band compute: bench/calibrate_cost_model.py reads the file)
+#   sharded    issue 14 point 3: a whole fp16 render on 1, 2 and 4 ranks sharing the GPU (host-staged gloo)
+#   reference  issue 14 point 1: the reference implementation's step side by side at 2048^2 and 4096^2
+# Needs .whl/ (bench/gpu_prep.sh: our diffusers as a wheel; the lent machine is bare) carried with the run;
+# the reference part also .refwhl/ and .reference/ (bench/reference_prep.sh).
+set -u
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-bench/results}
+PARTS=${1:-video,bands,sharded,reference}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
+rm -rf /tmp/pkg && mkdir -p /tmp/pkg && cp -r freescale /tmp/pkg/ \
+  && cp -r tiling /tmp/pkg/freescale/tiling && cp -r cluster /tmp/pkg/freescale/cluster \
+  && cp -r configs /tmp/pkg/freescale/configs || exit 1
+export PYTHONPATH=/tmp/pkg:/tmp/site
+python3 -c "import torch, diffusers; print(torch.__version__, diffusers.__version__, torch.cuda.get_device_name())" \
+  || exit 1
+part() { [[ ",$PARTS," == *",$1,"* ]]; }
+run() {  # LIMIT_SECONDS COMMAND...: one measurement; a failure or a timeout is reported and the rest go on
+  local limit=$1; shift
+  echo "== $*"
+  timeout "$limit" "$@" || echo "== FAILED ($?): $*"
+}
+if part video; then
+  run 200 python3 bench/video_step.py --unet sd15 --device cuda --dtype float16 --sizes 1024:3 --frames 16 \
+    --modes direct,freescale,fast,windows --out "$OUT/h200_video_step_sd15_fp16.jsonl"
+  run 200 python3 bench/video_step.py --unet sdxl --device cuda --dtype float16 --sizes 2048:2 --frames 16 \
+    --modes direct,freescale,fast,windows --out "$OUT/h200_video_step_sdxl_fp16.jsonl"
+fi
+if part bands; then
+  run 150 python3 bench/band_compute.py --unet sdxl --device cuda --dtype float16 --size 8192 --world 8 \
+    --repeats 2 --out "$OUT/h200_sdxl_band_compute_fp16.jsonl"
+fi
+if part sharded; then
+  run 150 python3 bench/sharded_render.py --device cuda --dtype fp16 --ranks 1,2,4 --steps 10 \
+    --out "$OUT/h200_sharded_render_fp16.jsonl"
+fi
+if part reference && [ -d .refwhl ] && [ -d .reference ]; then
+  for wheel in .refwhl/*.whl; do
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/refsite "$wheel" || echo "skipped $wheel"
+  done
+  for size in 2048 4096; do
+    run 200 python3 bench/reference_side_by_side.py --unet sdxl --device cuda --dtype float16 --freeu --steps 0 \
+      --size "$size" --repeats 3 --rounds 2 --reference-dir .reference --python python3 \
+      --reference-site /tmp/refsite --out "$OUT/h200_reference_step_sdxl_fp16_$size.json"
+  done
+fi
+ls -la "$OUT"

@@ -7,6 +7,8 @@ them in the calibration), so an 8-GPU prediction rests on measured bands, not on
     GPU:  python bench/band_compute.py --unet sdxl --device cuda --dtype float16 --size 8192 --world 8 \
               --repeats 3 --out r.jsonl
     CPU:  python bench/band_compute.py --unet tiny --size 1024 --world 4 --threads 1 --clock thread
+With --compare 1,2,4 it sums every band of each split instead, in interleaved rounds, against the one-rank
+step: what sharding adds to the arithmetic, each rank alone on its device as in a real cluster.
 """
 
 from __future__ import annotations
@@ -31,11 +33,14 @@ def band_step(unet, native: int, size: int, group, mode: str):
     shard = shard_context_of(unet)
     shard.group = group
     shard.set_stage((size // 8, size // 8))
+    bands = shard.bands
     a, b = shard.band
     kwargs = random_unet_kwargs(unet, 2, (native, native))
     sample = keyed_normal((2, 4, size // 8, size // 8), 0, "bench")[..., a:b, :].to(unet.device, unet.dtype)
 
     def step():
+        shard.group = group  # the UNet has one shard context: steps of other bands may run in between
+        shard.set_stage((size // 8, size // 8))
         fusion = scale_fusion(unet, native, (size, size), fast_mode=mode == "fast", freeu=None,
                               jitter_seed=0, shard=shard)  # fmt: skip
         synchronize(sample.device)
@@ -46,7 +51,42 @@ def band_step(unet, native: int, size: int, group, mode: str):
         synchronize(sample.device)
         return sdxl_step.clock() - started, out
 
-    return step, shard.bands
+    return step, bands
+
+
+def group_of(rank: int, world: int):
+    """The production one-rank group for one rank; else rank `rank` of `world` standing alone."""
+    from freescale.cluster.sharding.band_alone import BandAloneGroup
+    from freescale.cluster.sharding.shard_group import ShardGroup
+
+    return ShardGroup.single() if world == 1 else BandAloneGroup(rank=rank, world=world)
+
+
+def compare_worlds(unet, native: int, args, device_name: str) -> None:
+    """Summed band compute of every split in --compare against the one-rank step, in interleaved rounds
+    (one step of each band of each split per round, one after another on this device): the arithmetic
+    sharding adds, without the contention of ranks sharing cores. The ratio's median and spread."""
+    worlds = [int(w) for w in args.compare.split(",")]
+    steps = {
+        w: [band_step(unet, native, args.size, group_of(r, w), args.mode)[0] for r in range(w)]
+        for w in worlds
+    }
+    for bands in steps.values():
+        for step in bands:
+            step()  # warm-up
+    sums: dict[int, list[float]] = {w: [] for w in worlds}
+    for _ in range(args.rounds):
+        for world, bands in steps.items():
+            sums[world].append(sum(step()[0] for step in bands))
+    for world in worlds:
+        ratios = [s / one for s, one in zip(sums[world], sums[1], strict=True)]
+        emit({
+            "bench": "band_sum", "unet": args.unet, "device": device_name, "dtype": args.dtype,
+            "clock": args.clock, "size": args.size, "mode": args.mode, "world": world, "rounds": args.rounds,
+            "summed_s_median": round(statistics.median(sums[world]), 4),
+            "vs_one_rank_median": round(statistics.median(ratios), 4),
+            "vs_one_rank_spread": [round(min(ratios), 4), round(max(ratios), 4)],
+        }, args.out)  # fmt: skip
 
 
 def predicted(unet, native: int, size: int, bands, rank: int, mode: str, device: str, dtype_bytes: int):
@@ -69,8 +109,6 @@ def predicted(unet, native: int, size: int, bands, rank: int, mode: str, device:
 
 
 def main() -> None:
-    from freescale.cluster.sharding.band_alone import BandAloneGroup
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--unet", choices=("sdxl", "tiny"), default="sdxl")
     parser.add_argument("--device", default="cpu")
@@ -80,6 +118,8 @@ def main() -> None:
     parser.add_argument("--ranks", help="which ranks to measure, e.g. 0,3 (default: all)")
     parser.add_argument("--mode", choices=("freescale", "fast"), default="freescale")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per rank, after one warm-up")
+    parser.add_argument("--compare", help="splits to sum and compare with one rank instead, e.g. 1,2,4")
+    parser.add_argument("--rounds", type=int, default=5, help="--compare's interleaved rounds")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     parser.add_argument("--clock", choices=tuple(sdxl_step.CLOCKS), default="wall")
     parser.add_argument("--out", help="also append the JSON lines to this file")
@@ -92,11 +132,16 @@ def main() -> None:
     unet, native = build_unet(args.unet, args.device, dtype)
     device = unet.device
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    if args.compare:
+        if not args.compare.startswith("1,"):
+            parser.error("--compare must start with 1 (the one-rank step every split is compared with)")
+        with torch.inference_mode():
+            compare_worlds(unet, native, args, device_name)
+        return
     ranks = range(args.world) if args.ranks is None else [int(r) for r in args.ranks.split(",")]
     with torch.inference_mode():
         for rank in ranks:
-            group = BandAloneGroup(rank=rank, world=args.world)
-            step, bands = band_step(unet, native, args.size, group, args.mode)
+            step, bands = band_step(unet, native, args.size, group_of(rank, args.world), args.mode)
             step()  # warm-up: kernels chosen, buffers sized
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)

@@ -10,7 +10,9 @@
 #   sharded    issue 14 point 3: a whole fp16 render on 1, 2 and 4 ranks sharing the GPU (host-staged gloo)
 #   reference  issue 14 point 1: the reference implementation's step side by side at 2048^2 and 4096^2
 # Needs .whl/ (bench/gpu_prep.sh: our diffusers as a wheel; the lent machine is bare) carried with the run;
-# the reference part also .refwhl/ and .reference/ (bench/reference_prep.sh).
+# the reference part also .refwhl/ and .reference/ (bench/reference_prep.sh). The four parts' limits add up
+# to more than one device call may last (600 s): run `video,bands` in one call and `sharded,reference` in
+# the next (each about 4 minutes, estimated from the H200's measured SDXL steps).
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-bench/results}

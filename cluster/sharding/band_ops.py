@@ -44,7 +44,7 @@ class BandConv2d(nn.Module):
 
 class BandGroupNorm(nn.Module):
     """GroupNorm whose mean and variance are over the whole stage. Each rank takes its band's mean and
-    variance with GroupNorm's own kernel (var_mean is ten times slower on CPUs); two small fp32 all-reduces
+    variance with GroupNorm's own kernel (var_mean is 3-19x slower on CPUs); two small fp32 all-reduces
     pool them (Chan's parallel formula: as accurate as a single-process two-pass variance), and one fused
     multiply-add normalises."""
 

@@ -38,6 +38,7 @@ if part video; then
     --modes direct,freescale,fast,windows --out "$OUT/h200_video_step_sdxl_fp16.jsonl"
 fi
 if part bands; then
+  run 60 python3 bench/group_norm_stats.py --device cuda --out "$OUT/h200_group_norm_stats.jsonl"
   run 150 python3 bench/band_compute.py --unet sdxl --device cuda --dtype float16 --size 8192 --world 8 \
     --repeats 2 --out "$OUT/h200_sdxl_band_compute_fp16.jsonl"
 fi

@@ -371,7 +371,7 @@ def test_plan_uses_the_measured_bands_where_it_has_them():
     last = plan.stages[-1]
     assert [r.compute_s_per_step for r in last.per_rank] == [stored[(4, rank)] for rank in range(4)]
     assert all(r.compute_measured for r in last.per_rank) and not plan.stages[0].per_rank[0].compute_measured
-    assert "stage 1: compute of 4 of 4 bands measured on cpu" in format_plan(plan)
+    assert "stage 1: compute of every band measured on cpu" in format_plan(plan)
     assert json.loads(plan_json(plan))["stages"][1]["per_rank"][0]["compute_measured"] is True
 
     # One band measured of three: that rank's time is the measurement, the others' the model's.
@@ -382,8 +382,12 @@ def test_plan_uses_the_measured_bands_where_it_has_them():
            "band": list(rank.band), "mode": "freescale", "batch": 2, "dtype_bytes": 4,
            "measured_s": 123.0}  # fmt: skip
     with_one = dataclasses.replace(cpu, band_steps=(one,))
-    ranks = make_plan(stages, 3, model="tiny", device=with_one).stages[-1].per_rank
+    plan = make_plan(stages, 3, model="tiny", device=with_one)
+    ranks = plan.stages[-1].per_rank
     assert [r.compute_measured for r in ranks] == [False, True, False]
+    assert "stage 1: compute of 1 of 3 bands measured on cpu (bench/band_compute.py), the" in format_plan(
+        plan
+    )
     assert ranks[1].compute_s_per_step == 123.0
     assert ranks[0].compute_s_per_step == modelled.stages[-1].per_rank[0].compute_s_per_step
     # Another mode, dtype or split is not that measurement.

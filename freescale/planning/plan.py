@@ -359,11 +359,13 @@ def _notes(plan: Plan) -> list[str]:
         "local windows are taken unjittered (a step's jitter moves them by at most 1/8 window)",
     ]
     for stage in plan.stages:
-        measured = sum(r.compute_measured for r in stage.per_rank)
-        if measured:
+        measured, ranks = sum(r.compute_measured for r in stage.per_rank), len(stage.per_rank)
+        where = f"measured on {d.name} (bench/band_compute.py)"
+        if measured == ranks:
+            notes.append(f"stage {stage.index}: compute of every band {where}")
+        elif measured:
             notes.append(
-                f"stage {stage.index}: compute of {measured} of {stage.ranks} bands measured on {d.name} "
-                "(bench/band_compute.py), the others from the fitted model"
+                f"stage {stage.index}: compute of {measured} of {ranks} bands {where}, the others modelled"
             )
     if d.vae is None:
         notes.append("VAE transitions: no calibration for this device, counted as 0 s and 0 bytes")

@@ -43,6 +43,7 @@ if part bands; then
     --repeats 2 --out "$OUT/h200_sdxl_band_compute_fp16.jsonl"
 fi
 if part sharded; then
+  run 60 python3 bench/sharded_ops_dtype.py --device cuda --dtype float16 --out "$OUT/h200_sharded_ops_dtype.jsonl"
   run 150 python3 bench/sharded_render.py --device cuda --dtype fp16 --ranks 1,2,4 --steps 10 \
     --out "$OUT/h200_sharded_render_fp16.jsonl"
 fi

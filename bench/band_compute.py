@@ -160,7 +160,7 @@ def main() -> None:
                 "bench": "band_compute", "unet": args.unet, "device": device_name, "dtype": args.dtype,
                 "dtype_bytes": dtype_bytes, "clock": args.clock, "size": args.size,
                 "latent": [args.size // 8, args.size // 8], "world": args.world, "rank": rank,
-                "band": list(bands[rank]), "mode": args.mode, "batch": 2, "dilate": True,
+                "band": list(bands[rank]), "mode": args.mode, "batch": 2, "dilate": True, "freeu": True,
                 "seconds_per_step": round(statistics.median(times), 4), "timed_runs": len(times),
                 "spread_s": [round(min(times), 4), round(max(times), 4)],
                 "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)

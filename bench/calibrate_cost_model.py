@@ -264,8 +264,9 @@ def calibrate_device(name: str, sources: dict, results: str, models: dict, profi
     entry["sources"] += [f"bench/results/{n} (holdout)" for n in sources.get("holdout", [])]
     bands = [line for line in read_lines(results, sources.get("bands", [])) if line.get("device") == name]
     entry["band_steps"] = [
-        {**{k: line[k] for k in BAND_KEYS}, "measured_s": line["seconds_per_step"],
-         "predicted_s": line["model_predicted_s"]}
+        # (FreeU: the bench has always run it; its first lines did not say so)
+        {**{k: line[k] for k in BAND_KEYS}, "freeu": line.get("freeu", True),
+         "measured_s": line["seconds_per_step"], "predicted_s": line["model_predicted_s"]}
         for line in bands
     ]  # fmt: skip
     entry["sources"] += [f"bench/results/{n} (bands)" for n in sources.get("bands", []) if bands]

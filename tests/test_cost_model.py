@@ -379,7 +379,7 @@ def test_plan_uses_the_measured_bands_where_it_has_them():
     modelled = make_plan(stages, 3, model="tiny", device=dataclasses.replace(cpu, band_steps=()))
     rank = modelled.stages[-1].per_rank[1]
     one = {"profile_key": modelled.model.unet.key, "latent": [96, 96], "world": 3, "rank": 1,
-           "band": list(rank.band), "mode": "freescale", "batch": 2, "dtype_bytes": 4,
+           "band": list(rank.band), "mode": "freescale", "batch": 2, "dtype_bytes": 4, "freeu": True,
            "measured_s": 123.0}  # fmt: skip
     with_one = dataclasses.replace(cpu, band_steps=(one,))
     plan = make_plan(stages, 3, model="tiny", device=with_one)
@@ -390,7 +390,7 @@ def test_plan_uses_the_measured_bands_where_it_has_them():
     )
     assert ranks[1].compute_s_per_step == 123.0
     assert ranks[0].compute_s_per_step == modelled.stages[-1].per_rank[0].compute_s_per_step
-    # Another mode, dtype or split is not that measurement.
-    for other in ({"fast_mode": True}, {"dtype_bytes": 2}, {"workers": 2}):
+    # Another mode, dtype, split or FreeU setting is not that measurement.
+    for other in ({"fast_mode": True}, {"dtype_bytes": 2}, {"workers": 2}, {"freeu": False}):
         plan = make_plan(stages, **{"workers": 3, **other}, model="tiny", device=with_one)
         assert not any(r.compute_measured for r in plan.stages[-1].per_rank), other

@@ -120,10 +120,11 @@ class DeviceCalibration:
         mode: str,
         batch: int,
         dtype_bytes: int,
+        freeu: bool,
     ) -> float | None:
         """Seconds of one dilated step of this rank's band when it was measured on this device, else None."""
         wanted = {"profile_key": profile_key, "latent": list(latent), "world": world, "rank": rank,
-                  "mode": mode, "batch": batch, "dtype_bytes": dtype_bytes}  # fmt: skip
+                  "mode": mode, "batch": batch, "dtype_bytes": dtype_bytes, "freeu": freeu}  # fmt: skip
         for measured in self.band_steps:
             if all(measured[key] == value for key, value in wanted.items()):
                 return float(measured["measured_s"])

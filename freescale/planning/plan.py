@@ -311,7 +311,7 @@ def _upper_stage(
             "persistent": float(_persistent(spec, r, index, band[1] - band[0])),
         }
         measured = device.measured_band_seconds(
-            spec.unet.key, latent, len(bands), rank, mode, batch, r.dtype_bytes
+            spec.unet.key, latent, len(bands), rank, mode, batch, r.dtype_bytes, r.freeu
         )
         estimate = _rank(rank, band, costs[0], device, link, mode, vae_s, memory, measured)
         ranks.append(estimate)

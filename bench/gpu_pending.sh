@@ -14,17 +14,10 @@
 # to more than one device call may last (600 s): run `video,bands` in one call and `sharded,reference` in
 # the next (each about 4 minutes, estimated from the H200's measured SDXL steps).
 set -u
-export PYTHONUNBUFFERED=1
 OUT=${OUT:-bench/results}
 PARTS=${1:-video,bands,sharded,reference}
 mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
-rm -rf /tmp/pkg && mkdir -p /tmp/pkg && cp -r freescale /tmp/pkg/ \
-  && cp -r tiling /tmp/pkg/freescale/tiling && cp -r cluster /tmp/pkg/freescale/cluster \
-  && cp -r configs /tmp/pkg/freescale/configs || exit 1
-export PYTHONPATH=/tmp/pkg:/tmp/site
-python3 -c "import torch, diffusers; print(torch.__version__, diffusers.__version__, torch.cuda.get_device_name())" \
-  || exit 1
+source bench/gpu_env.sh
 part() { [[ ",$PARTS," == *",$1,"* ]]; }
 run() {  # LIMIT_SECONDS COMMAND...: one measurement; a failure or a timeout is reported and the rest go on
   local limit=$1; shift

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepares the reference side by side for a bare GPU machine (bench/gpu_session.sh): the reference's
+# Prepares the reference side by side for a bare GPU machine (bench/gpu_pending.sh reference): the reference's
 # packages as wheels in .refwhl/ (diffusers 0.20.2 is an sdist on PyPI: built here) and the reference's
 # Python files in .reference/, both ignored by git. Usage: bash bench/reference_prep.sh ../reference/freescale_ref
 set -euo pipefail

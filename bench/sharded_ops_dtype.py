@@ -7,9 +7,9 @@ Usage: python bench/sharded_ops_dtype.py [--dtype float16] [--ranks 2] [--device
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
+from sdxl_step import emit
 
 LATENT = (44, 20)  # 11 four-row units: unequal bands at every level
 
@@ -88,11 +88,7 @@ def main() -> None:
     for name in ranks[0]:
         worst = [max(r[name][case] for r in ranks) for case in range(len(ranks[0][name]))]
         row = {"bench": "sharded_ops_dtype", "device": args.device, "dtype": args.dtype, "ranks": args.ranks}
-        line = json.dumps({**row, "operator": name, "max_relative_error_per_case": worst})
-        print(line, flush=True)
-        if args.out:
-            with open(args.out, "a", encoding="utf-8") as handle:
-                handle.write(line + "\n")
+        emit({**row, "operator": name, "max_relative_error_per_case": worst}, args.out)
 
 
 if __name__ == "__main__":

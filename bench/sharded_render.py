@@ -8,11 +8,11 @@ device. Every rank runs the production entry point (`render_on_rank`), as a Ray 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
 import torch
+from sdxl_step import emit
 
 
 def render_rank(group, settings: dict) -> dict:
@@ -68,11 +68,7 @@ def main() -> None:
             "max_pixel_difference_vs_first": int(difference.max()),
             "mean_pixel_difference_vs_first": round(float(difference.mean()), 4),
         }  # fmt: skip
-        line = json.dumps(row)
-        print(line, flush=True)
-        if args.out:
-            with open(args.out, "a", encoding="utf-8") as handle:
-                handle.write(line + "\n")
+        emit(row, args.out)
 
 
 if __name__ == "__main__":

@@ -98,7 +98,8 @@ class ShardGroup:
     def fetch_rows(self, local: torch.Tensor, bands: list[Band], needs: list[Band], dim: int) -> torch.Tensor:
         """Rows needs[rank] (clipped to the tensor) of the whole tensor, whose bands the ranks hold.
 
-        `needs` lists every rank's request, so each rank knows what to send without asking.
+        `needs` lists every rank's request, so each rank knows what to send without asking. The result may be
+        a view of `local` (when no other rank sends rows): read it, do not write to it.
         """
         lo, hi = needs[self.rank]
         mine = bands[self.rank]
@@ -131,6 +132,8 @@ class ShardGroup:
             shape = list(local.shape)
             shape[dim] = 0
             return local.new_empty(shape)
+        if len(pieces) == 1:  # e.g. one rank, or a band that needs no halo: a view, not a copy
+            return next(iter(pieces.values())).to(local.device)
         return torch.cat([pieces[start].to(local.device) for start in sorted(pieces)], dim=dim)
 
     def broadcast(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:

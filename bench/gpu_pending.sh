@@ -8,11 +8,12 @@
 #   bands      issue 14 point 3: each of 8 ranks' bands of an 8192^2 SDXL step timed alone (the plan's
 #              measured band compute: bench/calibrate_cost_model.py reads the file)
 #   sharded    issue 14 point 3: a whole fp16 render on 1, 2 and 4 ranks sharing the GPU (host-staged gloo)
-#   reference  issue 14 point 1: the reference implementation's step side by side at 2048^2 and 4096^2
+#   reference  issue 14 point 1: the reference implementation side by side, a step and a whole cascade at
+#              2048^2 and 4096^2 (SDXL-size pipeline, random weights), with peak memory
 # Needs .whl/ (bench/gpu_prep.sh: our diffusers as a wheel; the lent machine is bare) carried with the run;
-# the reference part also .refwhl/ and .reference/ (bench/reference_prep.sh). The four parts' limits add up
-# to more than one device call may last (600 s): run `video,bands` in one call and `sharded,reference` in
-# the next (each about 4 minutes, estimated from the H200's measured SDXL steps).
+# the reference part also .refwhl/ and .reference/ (bench/reference_prep.sh). The parts' limits add up to
+# more than one device call may last (600 s): one call each for `video` (issue 11's last point; about 3
+# minutes), `reference` (about 6) and `bands,sharded` (about 4), estimated from the H200's measured SDXL steps.
 set -u
 OUT=${OUT:-bench/results}
 PARTS=${1:-video,bands,sharded,reference}
@@ -44,10 +45,14 @@ if part reference && [ -d .refwhl ] && [ -d .reference ]; then
   for wheel in .refwhl/*.whl; do
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/refsite "$wheel" || echo "skipped $wheel"
   done
-  for size in 2048 4096; do
-    run 200 python3 bench/reference_side_by_side.py --unet sdxl --device cuda --dtype float16 --freeu --steps 0 \
-      --size "$size" --repeats 3 --rounds 2 --reference-dir .reference --python python3 \
-      --reference-site /tmp/refsite --out "$OUT/h200_reference_step_sdxl_fp16_$size.json"
-  done
+  # The step and a whole cascade at 2048^2 (2 stages) and 4096^2 (3 stages), FreeU on in both; one SDXL-size
+  # pipeline (5 GB in fp16) saved once for both sizes and both sides.
+  run 200 python3 bench/reference_side_by_side.py --unet sdxl --device cuda --dtype float16 --freeu --size 2048 \
+    --stages 1024,2048 --steps 4 --repeats 3 --rounds 2 --model-cache /tmp/sdxl_size --reference-dir .reference \
+    --python python3 --reference-site /tmp/refsite --out "$OUT/h200_reference_sdxl_fp16_2048.json"
+  run 240 python3 bench/reference_side_by_side.py --unet sdxl --device cuda --dtype float16 --freeu --size 4096 \
+    --stages 1024,2048,4096 --steps 3 --repeats 2 --rounds 1 --model-cache /tmp/sdxl_size \
+    --reference-dir .reference --python python3 --reference-site /tmp/refsite \
+    --out "$OUT/h200_reference_sdxl_fp16_4096.json"
 fi
 ls -la "$OUT"

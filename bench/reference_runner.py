@@ -113,27 +113,49 @@ def time_step(unet, inputs: dict, size: int, fast_mode: bool, repeats: int, outp
     return {"seconds": seconds[1:] if repeats > 1 else seconds, "peak_memory_gib": peak}
 
 
-def time_render(model_dir: str, inputs: dict, stages: list[int], steps: int, guidance: float) -> dict:
-    """Seconds of the reference pipeline's whole cascade (base stage, then every upper stage)."""
+def time_render(
+    model_dir: str,
+    inputs: dict,
+    stages: list[int],
+    steps: int,
+    guidance: float,
+    device: str,
+    dtype: torch.dtype,
+    freeu: bool,
+) -> dict:
+    """Seconds of the reference pipeline's whole cascade (base stage, then every upper stage), and its peak
+    device memory on CUDA."""
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
     from pipeline_freescale import StableDiffusionXLPipeline
     from transformers import CLIPTextModelWithProjection
 
+    def part(cls, name: str):
+        return cls.from_pretrained(os.path.join(model_dir, name), torch_dtype=dtype)
+
     pipe = StableDiffusionXLPipeline(
-        vae=AutoencoderKL.from_pretrained(os.path.join(model_dir, "vae")),
+        vae=part(AutoencoderKL, "vae"),
         text_encoder=None,
         # Only its config is read (the width of the pooled embedding); the prompts come as embeddings.
-        text_encoder_2=CLIPTextModelWithProjection.from_pretrained(os.path.join(model_dir, "text_encoder_2")),
+        text_encoder_2=part(CLIPTextModelWithProjection, "text_encoder_2"),
         tokenizer=None,
         tokenizer_2=None,
-        unet=UNet2DConditionModel.from_pretrained(os.path.join(model_dir, "unet")),
+        unet=part(UNet2DConditionModel, "unet"),
         scheduler=EulerDiscreteScheduler.from_pretrained(os.path.join(model_dir, "scheduler")),
         add_watermarker=False,
-    )
+    ).to(device)
+    if freeu:
+        freeu_on(pipe.unet)
     pipe.set_progress_bar_config(disable=True)
-    embeds, pooled = inputs["encoder_hidden_states"], inputs["text_embeds"]
+    to = {"device": device, "dtype": dtype}
+    embeds, pooled = inputs["encoder_hidden_states"].to(**to), inputs["text_embeds"].to(**to)
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    synchronize(torch.device(device))
     started = time.perf_counter()
-    with torch.inference_mode(), half_is_identity():
+    # In fp16 its .half() is what the fp16 UNet needs after the upcast VAE's encode: left as it is.
+    same_dtype = half_is_identity() if dtype == torch.float32 else contextlib.nullcontext()
+    with torch.inference_mode(), same_dtype:
         pipe(
             prompt_embeds=embeds[1:], negative_prompt_embeds=embeds[:1],
             pooled_prompt_embeds=pooled[1:], negative_pooled_prompt_embeds=pooled[:1],
@@ -141,7 +163,10 @@ def time_render(model_dir: str, inputs: dict, stages: list[int], steps: int, gui
             resolutions_list=[[s, s] for s in stages], cosine_scale=2.0, fast_mode=False,
             generator=torch.Generator().manual_seed(0), output_type="np",
         )  # fmt: skip
-    return {"seconds": time.perf_counter() - started}
+    synchronize(torch.device(device))
+    seconds = time.perf_counter() - started
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None
+    return {"seconds": seconds, "peak_memory_gib": peak}
 
 
 def main() -> None:
@@ -179,7 +204,10 @@ def main() -> None:
         result = time_step(unet, inputs, args.size, args.fast_mode, args.repeats, args.step_output)
     else:
         stages = [int(s) for s in args.stages.split(",")]
-        result = time_render(args.model_dir, inputs, stages, args.steps, args.guidance)
+        dtype = getattr(torch, args.dtype)
+        result = time_render(
+            args.model_dir, inputs, stages, args.steps, args.guidance, args.device, dtype, args.freeu
+        )
     import diffusers
 
     print(json.dumps({**result, "diffusers": diffusers.__version__, "torch": torch.__version__}))

@@ -8,6 +8,9 @@ folder outside this repository, through bench/reference_runner.py; none of its c
 Same settings: the built-in tiny SDXL-topology model saved to disk with its UNet config saying native
 1024 px (the reference hard-codes 1024), FreeU off in both (the reference keys FreeU on SDXL's 1280/640
 widths and builds its mask on CUDA), jitter off in both for the step, whose outputs are compared too.
+On a GPU, SDXL's size with random weights (a whole pipeline when a render is timed), FreeU on in both:
+    python bench/reference_side_by_side.py --unet sdxl --device cuda --dtype float16 --freeu --size 4096 \
+        --stages 1024,2048,4096 --steps 3 --model-cache /tmp/sdxl_size --reference-dir ... --python ...
 """
 
 from __future__ import annotations
@@ -29,12 +32,24 @@ from sdxl_step import synchronize  # bench/ is on the path of a script run from 
 NATIVE = 1024  # what the reference's scale_forward and dilation assume for every model
 PROMPT = "a lighthouse on a cliff at dusk"
 NEGATIVE = "blurry, ugly, duplicate, poorly drawn, deformed, mosaic"
+MODELS = {  # (--unet, whether a whole render is timed): what the result says it ran
+    ("tiny", False): "tiny-sdxl (native read as 1024)",
+    ("tiny", True): "tiny-sdxl (native read as 1024)",
+    ("sdxl", False): "sdxl unet, random weights",
+    ("sdxl", True): "sdxl-size pipeline, random weights (text encoders: sdxl widths, 2 layers)",
+}
 
 
-def save_model(directory: str, unet_name: str, device: str, dtype: torch.dtype) -> None:
+def save_model(directory: str, unet_name: str, device: str, dtype: torch.dtype, whole: bool) -> None:
     """The weights both sides load. tiny: the built-in SDXL pipeline, its UNet's config saying native 1024
-    (sample_size only, no weight). sdxl: SDXL's UNet with random weights (the step only)."""
+    (sample_size only, no weight). sdxl: SDXL's UNet with random weights, and with `whole` (a render) the
+    rest of an SDXL-size pipeline (bench/sdxl_size_pipeline.py)."""
     if unet_name == "sdxl":
+        if whole:
+            from sdxl_size_pipeline import save_sdxl_size_model
+
+            save_sdxl_size_model(directory, device, dtype)
+            return
         from freescale.models.sdxl_unet import build_sdxl_unet
 
         build_sdxl_unet(device, dtype).save_pretrained(
@@ -52,9 +67,9 @@ def save_model(directory: str, unet_name: str, device: str, dtype: torch.dtype) 
         json.dump(config, handle)
 
 
-def load_ours(directory: str, unet_name: str, device: str, dtype: torch.dtype):
+def load_ours(directory: str, device: str, dtype: torch.dtype):
     """(our UNet, our loaded model, or None for the UNet alone) from the saved weights."""
-    if unet_name == "sdxl":
+    if not os.path.exists(os.path.join(directory, "model_index.json")):
         from diffusers import UNet2DConditionModel
 
         unet = UNet2DConditionModel.from_pretrained(os.path.join(directory, "unet"), torch_dtype=dtype)
@@ -67,8 +82,9 @@ def load_ours(directory: str, unet_name: str, device: str, dtype: torch.dtype):
 
 
 def save_inputs(unet, model, size: int, path: str) -> dict:
-    """One CFG batch at `size` px: the latent and the conditioning, our encoding of the prompts (tiny) or
-    random tensors of SDXL's shapes; both sides get these, in float32 on the CPU."""
+    """One CFG batch at `size` px: the latent and the conditioning, our encoding of the prompts (a whole
+    pipeline) or random tensors of SDXL's shapes (the UNet alone); both sides get these, in float32 on the
+    CPU."""
     from freescale.method.random_draws import keyed_normal
     from freescale.models.conditioning import encode_conditioning
     from freescale.models.sdxl_unet import random_unet_kwargs
@@ -122,18 +138,29 @@ def our_step(
     return (seconds[1:] if repeats > 1 else seconds), out.float().cpu(), peak
 
 
-def our_render(model, directory: str, stages: list[int], steps: int) -> float:
+def our_render(
+    model, directory: str, stages: list[int], steps: int, freeu: bool
+) -> tuple[float, float | None]:
+    """Seconds of our whole cascade from the loaded model, and its peak device memory in GiB (CUDA only)."""
     from freescale.config.render_config import build_config
     from freescale.rendering.api import render
 
     values = {
         "model": directory, "prompt": PROMPT, "negative_prompt": NEGATIVE, "steps": steps, "guidance": 7.5,
-        "stages": ",".join(str(s) for s in stages), "freeu": "off", "seed": 0, "output": "/tmp/unused.png",
+        "stages": ",".join(str(s) for s in stages), "seed": 0, "output": "/tmp/unused.png",
     }  # fmt: skip
+    if not freeu:
+        values["freeu"] = "off"  # on: the family's default, the reference's SDXL values
     config = build_config(values, native_size=NATIVE)
+    cuda = model.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(model.device)
+    synchronize(model.device)
     started = time.perf_counter()
     render(config, model)
-    return time.perf_counter() - started
+    synchronize(model.device)
+    seconds = time.perf_counter() - started
+    return seconds, (torch.cuda.max_memory_allocated(model.device) / 2**30 if cuda else None)
 
 
 def reference(args, directory: str, inputs_path: str, task: str, **extra) -> dict:
@@ -175,6 +202,34 @@ def side_by_side_step(args, unet, directory: str, inputs: dict, inputs_path: str
     }  # fmt: skip
 
 
+def side_by_side_render(args, model, directory: str, inputs_path: str) -> dict:
+    """Rounds of our whole cascade then the reference's: seconds and peak device memory (CUDA) of each."""
+    stages = [int(s) for s in args.stages.split(",")]
+    ours, theirs = [], []
+    for _ in range(args.rounds):
+        ours.append(our_render(model, directory, stages, args.steps, args.freeu))
+        theirs.append(reference(args, directory, inputs_path, "render", stages=args.stages, steps=args.steps))
+    return {
+        "stages": stages, "steps": args.steps, "ours_s": [round(s, 2) for s, _ in ours],
+        "reference_s": [round(r["seconds"], 2) for r in theirs],
+        "ours_vs_reference": round(
+            statistics.median(s for s, _ in ours) / statistics.median(r["seconds"] for r in theirs), 3
+        ),
+        "ours_peak_memory_gib": ours[-1][1], "reference_peak_memory_gib": theirs[-1]["peak_memory_gib"],
+        "reference_diffusers": theirs[-1]["diffusers"],
+    }  # fmt: skip
+
+
+def report(result: dict, out: str | None) -> None:
+    """Prints the result so far and rewrites --out with it: a part that later runs out of time loses only
+    itself."""
+    line = json.dumps(result)
+    print(line, flush=True)
+    if out:
+        with open(out, "w", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference-dir", required=True, help="a checkout of ali-vilab/FreeScale")
@@ -188,21 +243,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="the whole render's steps (0: no render)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--unet", choices=("tiny", "sdxl"), default="tiny",
-                        help="sdxl: SDXL's UNet with random weights, the step only (--steps 0)")  # fmt: skip
+                        help="sdxl: SDXL's size, random weights (bench/sdxl_size_pipeline.py)")  # fmt: skip
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     parser.add_argument("--freeu", action="store_true", help="FreeU on in both (the reference's needs CUDA)")
     parser.add_argument(
         "--reference-site", help="PYTHONPATH for the reference (its packages, installed --target)"
     )
+    parser.add_argument(
+        "--model-cache",
+        help="save the weights here, or load them from here if a run with this --unet and --dtype did",
+    )
     parser.add_argument("--out", help="write the JSON result here too")
     args = parser.parse_args()
     if not (args.repeats or args.steps):
         parser.error("nothing to measure: --repeats 0 and --steps 0")
-    if args.unet == "sdxl" and args.steps:
-        parser.error(
-            "--unet sdxl times the step only (no VAE or text encoders to render with): add --steps 0"
-        )
     if args.freeu and not args.device.startswith("cuda"):
         parser.error("--freeu: the reference's FreeU builds its mask with .cuda(); use --device cuda")
     torch.set_num_threads(args.threads)
@@ -210,39 +265,26 @@ def main() -> None:
     machine = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
     result: dict = {
         "bench": "reference_side_by_side", "device": machine, "dtype": args.dtype,
-        "model": "sdxl unet, random weights" if args.unet == "sdxl" else "tiny-sdxl (native read as 1024)",
+        "model": MODELS[args.unet, args.steps > 0],
         "machine": platform.processor() or platform.machine(), "threads": args.threads,
         "torch": torch.__version__,
-        "settings": f"FreeU {'on' if args.freeu else 'off'} in both; step: jitter off in both, dilation on",
+        "settings": f"FreeU {'on' if args.freeu else 'off'} in both; step: jitter off in both, dilation on;"
+        " render: each side's own jitter draws",
     }  # fmt: skip
     with tempfile.TemporaryDirectory() as work:
-        directory = os.path.join(work, "model")
-        save_model(directory, args.unet, args.device, dtype)
-        unet, model = load_ours(directory, args.unet, args.device, dtype)
+        directory = args.model_cache or os.path.join(work, "model")
+        whole = args.steps > 0
+        if not os.path.exists(os.path.join(directory, "model_index.json" if whole else "unet")):
+            save_model(directory, args.unet, args.device, dtype, whole)
+        unet, model = load_ours(directory, args.device, dtype)
         inputs_path = os.path.join(work, "inputs.safetensors")
         inputs = save_inputs(unet, model, args.size, inputs_path)
         if args.repeats:
             result["step"] = side_by_side_step(args, unet, directory, inputs, inputs_path, work)
-            print(json.dumps(result["step"]), flush=True)
+            report(result, args.out)
         if args.steps:
-            stages = [int(s) for s in args.stages.split(",")]
-            ours, theirs = [], []
-            for _ in range(args.rounds):
-                ours.append(our_render(model, directory, stages, args.steps))
-                ref = reference(args, directory, inputs_path, "render", stages=args.stages, steps=args.steps)
-                theirs.append(ref["seconds"])
-            result["render"] = {
-                "stages": stages, "steps": args.steps, "ours_s": [round(s, 2) for s in ours],
-                "reference_s": [round(s, 2) for s in theirs],
-                "ours_vs_reference": round(statistics.median(ours) / statistics.median(theirs), 3),
-                "reference_diffusers": ref["diffusers"],
-            }  # fmt: skip
-            print(json.dumps(result["render"]), flush=True)
-    line = json.dumps(result)
-    print(line)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as handle:
-            handle.write(line + "\n")
+            result["render"] = side_by_side_render(args, model, directory, inputs_path)
+            report(result, args.out)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ Usage: python bench/sharding.py [--sizes 512,1024] [--ranks 1,2,4] [--steps 2] [
 With --repeats N the rank counts run N times in turn (1, 2, 4, 1, 2, 4, ...), each ratio against the one
 rank of its own round, and a summary line gives each count's median ratio and its spread (single runs on a
 shared machine vary a lot). Two further counts: the same ratio against one rank timed while --loaded-cores
-copies of it run at once (as busy a machine as the sharded ranks see), and summed FLOPs (FlopCounterMode:
-the arithmetic sharding repeats, which no other load can move).
+copies of it run at once (as busy a machine as the sharded ranks see), and two counts no other load can
+move: summed FLOPs (FlopCounterMode: the arithmetic sharding repeats) and summed bytes moved (every
+computing operator's tensor inputs and outputs: the memory-bound work sharding adds, copies included).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import statistics
 import time
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 
 def _cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -32,6 +35,29 @@ def _cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_s
 # torch's FlopCounterMode knows the CUDA attention kernels but not the CPU one, which every attention here
 # runs on: without this the count would leave out the largest part of the step.
 CPU_ATTENTION_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention_flops}
+
+
+ALLOCATIONS = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"}  # touch no data
+FILLS = {"zeros", "zeros_like", "new_zeros", "ones", "ones_like", "new_ones", "full", "full_like", "new_full"}
+
+
+class BytesMovedMode(TorchDispatchMode):
+    """Counts the memory traffic of every operator that computes (bytes of its tensor inputs plus outputs),
+    leaving out views, which move nothing, and collectives, which are communication: the memory-bound work
+    that FLOPs miss, as a count no other process on the machine can move."""
+
+    def __init__(self):
+        super().__init__()
+        self.bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.__name__.split(".")[0]
+        if func.is_view or func.namespace != "aten" or name in ALLOCATIONS:
+            return out
+        touched = (out,) if name in FILLS else (args, kwargs, out)  # a fill reads nothing it is given
+        self.bytes += sum(t.nbytes for t in tree_flatten(touched)[0] if isinstance(t, torch.Tensor))
+        return out
 
 
 def unet_steps(group, size: int, steps: int, fast_mode: bool) -> dict:
@@ -80,6 +106,9 @@ def unet_steps(group, size: int, steps: int, fast_mode: bool) -> dict:
         with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as flops:
             handle.begin_step(1, 1, dilate=True)
             unet(batch, 500, **cond.unet_kwargs())
+        with BytesMovedMode() as moved:
+            handle.begin_step(1, 1, dilate=True)
+            unet(batch, 500, **cond.unet_kwargs())
     for hook in hooks:
         hook.remove()
     comm = sum(group.stats.seconds.values())
@@ -94,6 +123,7 @@ def unet_steps(group, size: int, steps: int, fast_mode: bool) -> dict:
         "comm_cpu_s_per_step": comm_cpu / steps,  # ... of which inside collectives
         "compute_s_per_step": (main - comm_cpu) / steps,  # ... the rest: the model's arithmetic
         "flops_per_step": flops.get_total_flops(),
+        "bytes_moved_per_step": moved.bytes,
         "bytes_sent_per_step": {k: v // steps for k, v in group.stats.bytes_sent.items()},
         "peak_activation_bytes": peak[0],
     }
@@ -129,7 +159,7 @@ def main() -> None:
 
 def summary(size: int, worlds: list[int], rounds: list[dict[str, dict[int, float]]], fast_mode: bool) -> dict:
     """Each rank count's ratios to one rank over the rounds (median, lowest, highest): summed compute against
-    one rank alone and against one rank on a loaded machine, and summed FLOPs."""
+    one rank alone and against one rank on a loaded machine, and summed FLOPs and bytes moved."""
     line = {
         "bench": "sharding_summary",
         "model": "tiny",
@@ -161,7 +191,9 @@ def measure(size: int, worlds: list[int], steps: int, fast_mode: bool, loaded_co
         }  # fmt: skip
         print(json.dumps(line), flush=True)
     baseline = None
-    ratios: dict[str, dict[int, float]] = {"compute_ratio_vs_1_rank": {}, "flops_ratio_vs_1_rank": {}}
+    ratios: dict[str, dict[int, float]] = {
+        "compute_ratio_vs_1_rank": {}, "flops_ratio_vs_1_rank": {}, "bytes_moved_ratio_vs_1_rank": {}
+    }  # fmt: skip
     if loaded:
         ratios["compute_ratio_vs_loaded_1_rank"] = {}
     for world in worlds:
@@ -170,9 +202,11 @@ def measure(size: int, worlds: list[int], steps: int, fast_mode: bool, loaded_co
         compute_total = sum(r["compute_s_per_step"] for r in ranks)
         comm_cpu_total = sum(r["comm_cpu_s_per_step"] for r in ranks)
         flops_total = sum(r["flops_per_step"] for r in ranks)
+        moved_total = sum(r["bytes_moved_per_step"] for r in ranks)
         peak = max(r["peak_activation_bytes"] for r in ranks)
         if baseline is None:
-            baseline = {"cpu": cpu_total, "compute": compute_total, "peak": peak, "flops": flops_total}
+            baseline = {"cpu": cpu_total, "compute": compute_total, "peak": peak, "flops": flops_total,
+                        "moved": moved_total}  # fmt: skip
         line = {
             "bench": "sharding", "model": "tiny", "size": size, "fast_mode": fast_mode,
             "ranks": world, "threads_per_rank": 1,
@@ -183,6 +217,7 @@ def measure(size: int, worlds: list[int], steps: int, fast_mode: bool, loaded_co
             "compute_ratio_vs_loaded_1_rank": round(compute_total / loaded, 3) if loaded else None,
             "comm_cpu_s_per_step_all_ranks": round(comm_cpu_total, 3),
             "flops_ratio_vs_1_rank": round(flops_total / baseline["flops"], 4),
+            "bytes_moved_ratio_vs_1_rank": round(moved_total / baseline["moved"], 4),
             "peak_activation_bytes_max_rank": peak,
             "peak_activation_ratio_vs_1_rank": round(peak / baseline["peak"], 3),
             "per_rank": ranks,
@@ -190,6 +225,7 @@ def measure(size: int, worlds: list[int], steps: int, fast_mode: bool, loaded_co
         print(json.dumps(line), flush=True)
         ratios["compute_ratio_vs_1_rank"][world] = compute_total / baseline["compute"]
         ratios["flops_ratio_vs_1_rank"][world] = flops_total / baseline["flops"]
+        ratios["bytes_moved_ratio_vs_1_rank"][world] = moved_total / baseline["moved"]
         if loaded:
             ratios["compute_ratio_vs_loaded_1_rank"][world] = compute_total / loaded
     return ratios

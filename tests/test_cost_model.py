@@ -207,10 +207,13 @@ def test_gathered_keys_values_formula():
     latent, batch, world = (1024, 1024), 2, 8
     bands = row_bands(latent[0], world, sdxl.align)
     kv, borrowed = attention_working_set(sdxl, latent, bands, 3, batch, 8, 2)
-    # The largest layer is at the /2 level: 512 x 512 tokens of width 640; the gather holds 8 padded
-    # bands of 64 rows, then the assembled 512 rows.
-    assert kv == (8 * 64 + 512) * 2 * batch * 512 * 640 * 2
+    # The largest layer is at the /2 level: 512 x 512 tokens of width 640; 8 equal bands of 64 rows are
+    # received in place in the assembled 512 rows.
+    assert kv == 512 * 2 * batch * 512 * 640 * 2
     assert borrowed > 0
+    # Unequal bands (320 and 192 rows at /2): the gather holds 2 bands padded to 320, then the 512 rows.
+    kv, _ = attention_working_set(sdxl, latent, [(0, 640), (640, 1024)], 1, batch, 8, 2)
+    assert kv == (2 * 320 + 512) * 2 * batch * 512 * 640 * 2
     assert attention_working_set(sdxl, latent, [(0, 1024)], 0, batch, 8, 2) == (0, 0)
 
 

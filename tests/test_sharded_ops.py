@@ -127,6 +127,31 @@ def test_halo_rules_by_hand():
     assert blur_reads(bands, 5) == [(-2, 10), (6, 18)] and blur_reads(bands, 1) == bands
 
 
+def gathered_and_fetched(group):
+    """all_gather_rows on equal bands along dim 0 (received in place), unequal ones along dims 0 and 2, and
+    fetch_rows with zero rows around the fetched ones, each against slicing the whole tensor."""
+    full = torch.arange(2 * 12 * 3, dtype=torch.float32).reshape(12, 2, 3)
+    checks = []
+    for bands, dim in (([(0, 6), (6, 12)], 0), ([(0, 8), (8, 12)], 0), ([(0, 2), (2, 3)], 2)):
+        a, b = bands[group.rank]
+        local = full.narrow(dim, a, b - a).contiguous()
+        whole = full.narrow(dim, 0, bands[-1][1])
+        checks.append(torch.equal(group.all_gather_rows(local, bands, dim), whole))
+    bands, needs = [(0, 6), (6, 12)], [(0, 8), (4, 12)]
+    a, b = bands[group.rank]
+    zeros = [(2, 0), (0, 1)][group.rank]
+    fetched = group.fetch_rows(full[a:b], bands, needs, dim=0, zeros=zeros)
+    lo, hi = needs[group.rank]
+    expected = torch.cat([torch.zeros(zeros[0], 2, 3), full[lo:hi], torch.zeros(zeros[1], 2, 3)])
+    checks.append(torch.equal(fetched, expected))
+    return checks
+
+
+def test_rows_gathered_in_place_or_joined_equal_the_whole_tensor():
+    for checks in run_ranks(2, gathered_and_fetched):
+        assert checks == [True] * 4
+
+
 def staging_devices(group):
     """Where this gloo group sends a host tensor and a device tensor from (meta stands in for a GPU)."""
     return group.sendable_device(torch.zeros(1)), group.sendable_device(torch.empty(1, device="meta"))

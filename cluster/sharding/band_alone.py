@@ -30,16 +30,19 @@ class BandAloneGroup(ShardGroup):
         whole.narrow(dim, a - bands[0][0], b - a).copy_(local)
         return whole
 
-    def fetch_rows(self, local: torch.Tensor, bands: list[Band], needs: list[Band], dim: int) -> torch.Tensor:
+    def fetch_rows(
+        self, local: torch.Tensor, bands: list[Band], needs: list[Band], dim: int, zeros: Band = (0, 0)
+    ) -> torch.Tensor:
         mine = bands[self.rank]
         lo, hi = max(needs[self.rank][0], bands[0][0]), min(needs[self.rank][1], bands[-1][1])
         shape = list(local.shape)
-        shape[dim] = max(hi - lo, 0)
+        shape[dim] = max(hi - lo, 0) + zeros[0] + zeros[1]
         rows = local.new_zeros(shape)
         own = overlap(mine, (lo, hi))
         if own is not None:
             length = own[1] - own[0]
-            rows.narrow(dim, own[0] - lo, length).copy_(local.narrow(dim, own[0] - mine[0], length))
+            start = zeros[0] + own[0] - lo
+            rows.narrow(dim, start, length).copy_(local.narrow(dim, own[0] - mine[0], length))
         return rows
 
     def broadcast(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:

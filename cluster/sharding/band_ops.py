@@ -35,8 +35,8 @@ class BandConv2d(nn.Module):
         in_bands = ctx.bands_at(factor)
         full_rows = ctx.grid_at(factor)[0]
         wanted = conv_reads(in_bands, sh, ph, dh, kh)
-        rows = ctx.group.fetch_rows(x, in_bands, clipped(wanted, full_rows), dim=-2)
-        rows = F.pad(rows, (0, 0, *zero_rows(wanted[ctx.group.rank], full_rows)))
+        zeros = zero_rows(wanted[ctx.group.rank], full_rows)
+        rows = ctx.group.fetch_rows(x, in_bands, clipped(wanted, full_rows), dim=-2, zeros=zeros)
         return F.conv2d(
             rows, conv.weight, conv.bias, (sh, conv.stride[1]), (0, pw), conv.dilation, conv.groups
         )

@@ -44,6 +44,23 @@ class CommStats:
             counts.clear()
 
 
+def joined_rows(pieces: list[torch.Tensor], like: torch.Tensor, dim: int, zeros: Band) -> torch.Tensor:
+    """The pieces in order along `dim` between zeros[0] and zeros[1] rows of zeros, in one copy; a lone piece
+    with no zeros is returned as it is (a view: one rank, or a band that needs no halo)."""
+
+    def block(rows: int) -> torch.Tensor:
+        shape = list(like.shape)
+        shape[dim] = rows
+        return like.new_zeros(shape)
+
+    parts = ([block(zeros[0])] if zeros[0] else []) + pieces + ([block(zeros[1])] if zeros[1] else [])
+    if not parts:
+        return block(0)
+    if len(parts) == 1:
+        return parts[0]
+    return torch.cat(parts, dim=dim)
+
+
 @dataclass
 class ShardGroup:
     rank: int
@@ -81,25 +98,40 @@ class ShardGroup:
         return tensor
 
     def all_gather_rows(self, local: torch.Tensor, bands: list[Band], dim: int) -> torch.Tensor:
-        """Concatenate every rank's band along `dim` (bands may differ in size)."""
+        """Concatenate every rank's band along `dim` (bands may differ in size). With equal bands along the
+        first dim, every rank's rows are received in place in the whole tensor: no copy to assemble it."""
         if self.world == 1:
             return local
         started = self.stats.start()
         longest = max(b - a for a, b in bands)
         pad_shape = list(local.shape)
         pad_shape[dim] = longest - local.shape[dim]
-        padded = self.sendable(torch.cat([local, local.new_zeros(pad_shape)], dim=dim).contiguous())
-        parts = [torch.empty_like(padded) for _ in range(self.world)]
+        if pad_shape[dim]:  # gloo and NCCL gather equal sizes: shorter bands travel padded
+            local = torch.cat([local, local.new_zeros(pad_shape)], dim=dim)
+        padded = self.sendable(local.contiguous())
+        in_place = dim % local.dim() == 0 and all(b - a == longest for a, b in bands)
+        if in_place:
+            whole = padded.new_empty((longest * self.world, *padded.shape[1:]))
+            parts = list(whole.split(longest))  # contiguous views, one per rank
+        else:
+            parts = [torch.empty_like(padded) for _ in range(self.world)]
         dist.all_gather(parts, padded, group=self.group)
         self.stats.add("all_gather", (self.world - 1) * padded.nbytes, started)
-        whole = torch.cat([p.narrow(dim, 0, b - a) for p, (a, b) in zip(parts, bands, strict=True)], dim=dim)
+        if not in_place:
+            pieces = [p.narrow(dim, 0, b - a) for p, (a, b) in zip(parts, bands, strict=True)]
+            whole = torch.cat(pieces, dim=dim)
         return whole.to(local.device)
 
-    def fetch_rows(self, local: torch.Tensor, bands: list[Band], needs: list[Band], dim: int) -> torch.Tensor:
-        """Rows needs[rank] (clipped to the tensor) of the whole tensor, whose bands the ranks hold.
+    def fetch_rows(
+        self, local: torch.Tensor, bands: list[Band], needs: list[Band], dim: int, zeros: Band = (0, 0)
+    ) -> torch.Tensor:
+        """Rows needs[rank] (clipped to the tensor) of the whole tensor, whose bands the ranks hold, with
+        `zeros` = (above, below) rows of zeros around them: a conv's padding at the grid's edges, put in by
+        the one copy that joins the pieces instead of a second one.
 
         `needs` lists every rank's request, so each rank knows what to send without asking. The result may be
-        a view of `local` (when no other rank sends rows): read it, do not write to it.
+        a view of `local` (when no other rank sends rows and no zeros are asked for): read it, do not write
+        to it.
         """
         lo, hi = needs[self.rank]
         mine = bands[self.rank]
@@ -128,13 +160,7 @@ class ShardGroup:
                 request.wait()
             sent = sum(op.tensor.nbytes for op in ops if op.op is dist.isend)
             self.stats.add("halo", sent, started)
-        if not pieces:
-            shape = list(local.shape)
-            shape[dim] = 0
-            return local.new_empty(shape)
-        if len(pieces) == 1:  # e.g. one rank, or a band that needs no halo: a view, not a copy
-            return next(iter(pieces.values())).to(local.device)
-        return torch.cat([pieces[start].to(local.device) for start in sorted(pieces)], dim=dim)
+        return joined_rows([pieces[start].to(local.device) for start in sorted(pieces)], local, dim, zeros)
 
     def broadcast(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
         """Rank `src`'s tensor on every rank, in place (all ranks pass a tensor of the same shape)."""

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from freescale.cluster.sharding.shard_context import ShardContext
 from freescale.method.gaussian_blur import gaussian_blur
-from freescale.tiling.bands import blur_reads, clipped, zero_rows
+from freescale.tiling.bands import Band, blur_reads, clipped, zero_rows
 from freescale.tiling.windows import (
     LocalWindows,
     blur_kernel_size,
@@ -128,6 +128,17 @@ def strided_subgrid_attention(
     return out
 
 
+def whole_grid_keys_values(shard: ShardContext, band_kv: torch.Tensor, bands: list[Band]) -> torch.Tensor:
+    """Keys and values (2, B, h, w, C) of the whole grid from every rank's band (2, B, rows, w, C). One rank:
+    its band is the grid. Several: gathered rows first, so that with equal bands each rank's rows land in
+    place (no copy to assemble the grid), then viewed back as (2, B, h, w, C): strided, not copied, since
+    attention reads keys row by row."""
+    if shard.group.world == 1:
+        return band_kv
+    rows_first = shard.group.all_gather_rows(band_kv.permute(2, 3, 0, 1, 4), bands, dim=0)
+    return rows_first.permute(2, 3, 0, 1, 4)
+
+
 def _check_plain_self_attention(attn, encoder_hidden_states, attention_mask) -> None:
     unsupported = {
         "cross-attention input": encoder_hidden_states is not None,
@@ -179,7 +190,7 @@ class ScaleFusionProcessor:
 
         # Global branch: this band's queries against keys/values of the whole grid.
         band_proj = proj[:, :, a - top : b - top, pw : pw + w]
-        kv = shard.group.all_gather_rows(band_proj[1:].contiguous(), bands, dim=2)
+        kv = whole_grid_keys_values(shard, band_proj[1:], bands)
         if self.step.fast_mode:
             glob = strided_subgrid_attention(band_proj[0], kv, a, self.step.scale_counts, attn.heads)
         else:

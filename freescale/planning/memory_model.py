@@ -35,9 +35,10 @@ def attention_working_set(
     """(gathered keys/values, projections of borrowed window rows) in bytes, at the self-attention layer
     where their sum is largest; both are zero on one rank (the calibrated activations include them).
 
-    all_gather_rows holds every rank's padded band (world x longest rows) and then the assembled grid,
-    so the gathered keys/values cost about twice the full grid's; the local branch projects q, k and v
-    of every row its windows cover, which past the band's own rows is extra."""
+    With equal bands all_gather_rows receives every rank's rows in place: the gathered keys/values cost the
+    full grid's. With unequal ones it holds every rank's padded band (world x longest rows) and then the
+    assembled grid, about twice that. The local branch projects q, k and v of every row its windows cover,
+    which past the band's own rows is extra."""
     world = len(bands)
     if world == 1:
         return 0, 0
@@ -46,7 +47,8 @@ def attention_working_set(
         (h, w) = grid = level_grid(latent, attn.level)
         level_bands = level_bands_at(tuple(bands), attn.level)
         longest = max(b - a for a, b in level_bands)
-        kv = (world * longest + h) * 2 * batch * w * attn.inner_dim * dtype_bytes
+        equal = all(b - a == longest for a, b in level_bands)
+        kv = (h if equal else world * longest + h) * 2 * batch * w * attn.inner_dim * dtype_bytes
         windows = local_windows(grid, n, None)
         (lo, hi), (a, b) = windows_touching_rows(windows, level_bands[rank]).rows, level_bands[rank]
         padded = w + 2 * windows.pad[1]

@@ -32,12 +32,6 @@ from sdxl_step import synchronize  # bench/ is on the path of a script run from 
 NATIVE = 1024  # what the reference's scale_forward and dilation assume for every model
 PROMPT = "a lighthouse on a cliff at dusk"
 NEGATIVE = "blurry, ugly, duplicate, poorly drawn, deformed, mosaic"
-MODELS = {  # (--unet, whether a whole render is timed): what the result says it ran
-    ("tiny", False): "tiny-sdxl (native read as 1024)",
-    ("tiny", True): "tiny-sdxl (native read as 1024)",
-    ("sdxl", False): "sdxl unet, random weights",
-    ("sdxl", True): "sdxl-size pipeline, random weights (text encoders: sdxl widths, 2 layers)",
-}
 
 
 def save_model(directory: str, unet_name: str, device: str, dtype: torch.dtype, whole: bool) -> None:
@@ -265,7 +259,9 @@ def main() -> None:
     machine = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
     result: dict = {
         "bench": "reference_side_by_side", "device": machine, "dtype": args.dtype,
-        "model": MODELS[args.unet, args.steps > 0],
+        "model": "tiny-sdxl (native read as 1024)" if args.unet == "tiny"
+        else "sdxl-size pipeline, random weights (text encoders: sdxl widths, 2 layers)" if args.steps
+        else "sdxl unet, random weights",
         "machine": platform.processor() or platform.machine(), "threads": args.threads,
         "torch": torch.__version__,
         "settings": f"FreeU {'on' if args.freeu else 'off'} in both; step: jitter off in both, dilation on;"

@@ -16,12 +16,12 @@ TEXT_ENCODER_LAYERS = 2
 
 def build_sdxl_size_pipeline(device: str, dtype: torch.dtype, seed: int = 0):
     """The pipeline, every module built directly on `device` in `dtype` (SDXL's UNet is 2.6 B parameters)."""
-    from diffusers import AutoencoderKL, StableDiffusionXLPipeline
+    from diffusers import AutoencoderKL
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    from freescale.models.byte_tokenizer import build_byte_tokenizer
     from freescale.models.sdxl_unet import build_sdxl_unet
-    from freescale.models.tiny_parts import MAX_TOKENS, tiny_scheduler, tiny_text_config
+    from freescale.models.tiny_parts import tiny_text_config
+    from freescale.models.tiny_sdxl import byte_tokenized_sdxl_pipeline
 
     unet = build_sdxl_unet(device, dtype, seed)
     configs = [tiny_text_config(w, TEXT_ENCODER_LAYERS, h, act, p) for w, h, act, p in TEXT_ENCODER_WIDTHS]
@@ -30,17 +30,8 @@ def build_sdxl_size_pipeline(device: str, dtype: torch.dtype, seed: int = 0):
         vae = AutoencoderKL(**SDXL_VAE_CONFIG)
         text_encoder = CLIPTextModel(configs[0])
         text_encoder_2 = CLIPTextModelWithProjection(configs[1])
-    pipe = StableDiffusionXLPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        text_encoder_2=text_encoder_2,
-        tokenizer=build_byte_tokenizer(MAX_TOKENS),
-        tokenizer_2=build_byte_tokenizer(MAX_TOKENS),
-        unet=unet,
-        scheduler=tiny_scheduler(),  # SDXL's Euler schedule (scaled-linear betas, leading spacing)
-        force_zeros_for_empty_prompt=True,
-        add_watermarker=False,
-    )
+    # SDXL's Euler schedule (scaled-linear betas, leading spacing), as the tiny model's
+    pipe = byte_tokenized_sdxl_pipeline(unet, vae, text_encoder, text_encoder_2)
     return pipe.to(device, dtype)
 
 

@@ -129,12 +129,9 @@ def strided_subgrid_attention(
 
 
 def whole_grid_keys_values(shard: ShardContext, band_kv: torch.Tensor, bands: list[Band]) -> torch.Tensor:
-    """Keys and values (2, B, h, w, C) of the whole grid from every rank's band (2, B, rows, w, C). One rank:
-    its band is the grid. Several: gathered rows first, so that with equal bands each rank's rows land in
-    place (no copy to assemble the grid), then viewed back as (2, B, h, w, C): strided, not copied, since
-    attention reads keys row by row."""
-    if shard.group.world == 1:
-        return band_kv
+    """Keys and values (2, B, h, w, C) of the whole grid from every rank's band (2, B, rows, w, C), gathered
+    rows first, so that with equal bands each rank's rows land in place (no copy to assemble the grid), then
+    viewed back: strided, not copied, since attention reads keys row by row. One rank: its band, as it is."""
     rows_first = shard.group.all_gather_rows(band_kv.permute(2, 3, 0, 1, 4), bands, dim=0)
     return rows_first.permute(2, 3, 0, 1, 4)
 

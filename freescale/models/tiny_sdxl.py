@@ -46,17 +46,10 @@ def _vae() -> AutoencoderKL:
     return tiny_vae(scaling_factor=0.13025)  # SDXL's latent scaling
 
 
-def build_tiny_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
-    """The tiny SDXL pipeline; its fp32 weights depend only on `seed` (the global RNG is left untouched)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        unet = _unet()
-        vae = _vae()
-        text_encoder = CLIPTextModel(tiny_text_config(_TEXT_1_HIDDEN, 2, 2, "quick_gelu", _TEXT_1_HIDDEN))
-        text_encoder_2 = CLIPTextModelWithProjection(
-            tiny_text_config(_TEXT_2_HIDDEN, 2, 2, "gelu", _TEXT_2_PROJECTION)
-        )
-    pipe = StableDiffusionXLPipeline(
+def byte_tokenized_sdxl_pipeline(unet, vae, text_encoder, text_encoder_2) -> StableDiffusionXLPipeline:
+    """An SDXL pipeline of these modules over the byte tokenizer and SD's Euler schedule: the tiny model's
+    assembly, also used for SDXL-size random-weight pipelines in bench/."""
+    return StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=text_encoder,
         text_encoder_2=text_encoder_2,
@@ -67,6 +60,19 @@ def build_tiny_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
         force_zeros_for_empty_prompt=True,
         add_watermarker=False,
     )
+
+
+def build_tiny_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
+    """The tiny SDXL pipeline; its fp32 weights depend only on `seed` (the global RNG is left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = _unet()
+        vae = _vae()
+        text_encoder = CLIPTextModel(tiny_text_config(_TEXT_1_HIDDEN, 2, 2, "quick_gelu", _TEXT_1_HIDDEN))
+        text_encoder_2 = CLIPTextModelWithProjection(
+            tiny_text_config(_TEXT_2_HIDDEN, 2, 2, "gelu", _TEXT_2_PROJECTION)
+        )
+    pipe = byte_tokenized_sdxl_pipeline(unet, vae, text_encoder, text_encoder_2)
     # Default init is already sane: a 4-step 128 px run gives a finite mid-grey image with ~98% of the
     # pixels strictly inside (0, 255), so no weight rescaling is needed. Modules are built in fp32.
     for model in (unet, vae, text_encoder, text_encoder_2):

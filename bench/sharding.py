@@ -22,42 +22,7 @@ import statistics
 import time
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
-
-
-def _cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    from torch.utils.flop_counter import sdpa_flop_count
-
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
-# torch's FlopCounterMode knows the CUDA attention kernels but not the CPU one, which every attention here
-# runs on: without this the count would leave out the largest part of the step.
-CPU_ATTENTION_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention_flops}
-
-
-ALLOCATIONS = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"}  # touch no data
-FILLS = {"zeros", "zeros_like", "new_zeros", "ones", "ones_like", "new_ones", "full", "full_like", "new_full"}
-
-
-class BytesMovedMode(TorchDispatchMode):
-    """Counts the memory traffic of every operator that computes (bytes of its tensor inputs plus outputs),
-    leaving out views, which move nothing, and collectives, which are communication: the memory-bound work
-    that FLOPs miss, as a count no other process on the machine can move."""
-
-    def __init__(self):
-        super().__init__()
-        self.bytes = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        name = func.__name__.split(".")[0]
-        if func.is_view or func.namespace != "aten" or name in ALLOCATIONS:
-            return out
-        touched = (out,) if name in FILLS else (args, kwargs, out)  # a fill reads nothing it is given
-        self.bytes += sum(t.nbytes for t in tree_flatten(touched)[0] if isinstance(t, torch.Tensor))
-        return out
+from work_counts import CPU_ATTENTION_FLOPS, BytesMovedMode  # bench/ is on the path of a script run from it
 
 
 def unet_steps(group, size: int, steps: int, fast_mode: bool) -> dict:

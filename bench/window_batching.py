@@ -18,7 +18,7 @@ import torch
 
 def looped(qkv: torch.Tensor, windows, heads: int) -> torch.Tensor:
     """The reference's order of work: one attention call per window, accumulate, divide by count."""
-    from freescale.method.scale_attention import attend, window_slices
+    from freescale.method.window_attention import attend, window_slices
 
     _, batch, tokens, channels = qkv.shape
     width = windows.padded_grid[1]
@@ -33,7 +33,7 @@ def looped(qkv: torch.Tensor, windows, heads: int) -> torch.Tensor:
 
 
 def main() -> None:
-    from freescale.method import scale_attention
+    from freescale.method import window_attention
     from freescale.tiling.windows import local_windows
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -51,10 +51,10 @@ def main() -> None:
             hp, wp = windows.padded_grid
             qkv = torch.randn(3, 2, hp * wp, args.channels)
             per_window = windows.size[0] * windows.size[1]
-            chunk = max(1, scale_attention.WINDOW_TOKENS_PER_CALL // (2 * per_window))
+            chunk = max(1, window_attention.WINDOW_TOKENS_PER_CALL // (2 * per_window))
             times = {"batched": [], "looped": []}
             for _ in range(args.repeats + 1):  # the first round warms up
-                for name, fn in (("batched", scale_attention.local_attention), ("looped", looped)):
+                for name, fn in (("batched", window_attention.local_attention), ("looped", looped)):
                     started = time.perf_counter()
                     fn(qkv, windows, args.heads)
                     times[name].append(time.perf_counter() - started)

@@ -7,7 +7,8 @@ from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
 from freescale.cluster.sharding.shard_context import ShardContext
 from freescale.method.gaussian_blur import gaussian_weights
-from freescale.method.scale_attention import FusionStep, ScaleFusionProcessor
+from freescale.method.scale_attention import FusionStep, ScaleFusionProcessor, strided_subgrid_attention
+from freescale.method.window_attention import attend, local_attention
 from freescale.tiling.windows import local_windows
 
 
@@ -94,9 +95,46 @@ def test_window_chunking_does_not_change_the_result(monkeypatch):
     x = torch.randn(2, 576, 16, dtype=torch.float64)
     step = _step(grid, (3, 3), jitter_seed=9)
     whole = ScaleFusionProcessor(step, 0)(attn, x)
-    monkeypatch.setattr("freescale.method.scale_attention.WINDOW_TOKENS_PER_CALL", 100)
+    monkeypatch.setattr("freescale.method.window_attention.WINDOW_TOKENS_PER_CALL", 100)
     chunked = ScaleFusionProcessor(step, 0)(attn, x)
     assert torch.allclose(whole, chunked, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize(
+    "grid, counts, key", [((18, 18), (3, 3), 11), ((17, 13), (2, 1), 5), ((32, 32), (4, 4), 1)]
+)
+def test_indexed_add_back_gives_the_slices_bits(grid, counts, key, dtype, monkeypatch):
+    # Off the CPU the window outputs go back by one indexed accumulation per call; it must add in window
+    # order from zero, as the per-window slice adds do, so that the two give the same bits. Calls of three
+    # windows check that the order holds within a call and across calls.
+    windows = local_windows(grid, max(counts), key)
+    hp, wp = windows.padded_grid
+    qkv = torch.randn(3, 2, hp * wp, 16, generator=torch.Generator().manual_seed(0)).to(dtype)
+    calls_of_three = 3 * 2 * windows.size[0] * windows.size[1]
+    monkeypatch.setattr("freescale.method.window_attention.WINDOW_TOKENS_PER_CALL", calls_of_three)
+    sliced = local_attention(qkv, windows, heads=2, indexed=False)
+    indexed = local_attention(qkv, windows, heads=2, indexed=True)
+    assert torch.equal(sliced, indexed)
+
+
+@pytest.mark.parametrize("first_row, rows", [(0, 12), (4, 8), (3, 6), (5, 6), (2, 7), (0, 24)])
+def test_fast_mode_subgrids_in_one_call_give_each_subgrids_bits(first_row, rows):
+    # A band of rows [first_row, first_row + rows) of a 24 x 12 grid at n = (3, 2): when every sub-grid has
+    # the same shape they share one attention call (keys rolled to the band's first row class), which must
+    # give, bit for bit, each sub-grid attended on its own (7 rows: the per-sub-grid loop itself).
+    generator = torch.Generator().manual_seed(1)
+    h, w, nh, nw = 24, 12, 3, 2
+    kv = torch.randn(2, 2, h, w, 16, generator=generator)
+    q = torch.randn(2, h, w, 16, generator=generator)[:, first_row : first_row + rows]
+    got = strided_subgrid_attention(q, kv, first_row, (nh, nw), heads=2)
+    expected = torch.empty_like(q)
+    for r in range(nh):  # row slot r of the band holds sub-grid row class (first_row + r) % nh
+        for b in range(nw):
+            sub = q[:, r::nh, b::nw]
+            k, v = (t[:, (first_row + r) % nh :: nh, b::nw].reshape(2, -1, 16) for t in kv)
+            expected[:, r::nh, b::nw] = attend(sub.reshape(2, -1, 16), k, v, 2).view(sub.shape)
+    assert torch.equal(got, expected)
 
 
 def test_single_window_without_jitter_is_plain_attention():

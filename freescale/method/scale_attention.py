@@ -1,8 +1,8 @@
 """Scale-fusion self-attention as a diffusers attention processor on attn1 (SPEC 4).
 
-Local windows are attended in batches instead of one call per window, the q/k/v projections are
-computed once on the zero-padded grid (they are per token, so windows share them), and the output
-projection is applied after averaging (it is affine, so the average commutes with it).
+The q/k/v projections are computed once on the zero-padded grid (they are per token, so windows share
+them; the windows themselves: window_attention.py), and the output projection is applied after averaging
+(it is affine, so the average commutes with it).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from freescale.cluster.sharding.shard_context import ShardContext
 from freescale.method.gaussian_blur import gaussian_blur
+from freescale.method.window_attention import attend, local_attention
 from freescale.tiling.bands import Band, blur_reads, clipped, zero_rows
 from freescale.tiling.windows import (
     LocalWindows,
@@ -22,11 +23,6 @@ from freescale.tiling.windows import (
     local_windows,
     windows_touching_rows,
 )
-
-# Query rows (batch x windows x window tokens) of one batched local-attention call. Batching pays only
-# for small windows, where per-call overhead dominates; a window of this size or larger fills a call on
-# its own (measured: bench/window_batching.py). It also bounds the memory of the stacked q/k/v.
-WINDOW_TOKENS_PER_CALL = 1 << 13
 
 
 @dataclass
@@ -52,55 +48,6 @@ class FusionStep:
         return local_windows(grid, self.n, key)
 
 
-def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """(B, T, C) -> (B, heads, T, C // heads)."""
-    b, t, c = x.shape
-    return x.view(b, t, heads, c // heads).transpose(1, 2)
-
-
-def _merge_heads(x: torch.Tensor) -> torch.Tensor:
-    b, h, t, d = x.shape
-    return x.transpose(1, 2).reshape(b, t, h * d)
-
-
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
-    """Plain multi-head attention on (B, T, C) tensors, before the output projection."""
-    out = F.scaled_dot_product_attention(_heads(q, heads), _heads(k, heads), _heads(v, heads))
-    return _merge_heads(out).to(q.dtype)
-
-
-def window_slices(windows: LocalWindows) -> list[tuple[slice, slice]]:
-    """(rows, columns) of each window in the padded grid."""
-    wh, ww = windows.size
-    return [(slice(r, r + wh), slice(c, c + ww)) for r, c in windows.corners]
-
-
-def local_attention(qkv: torch.Tensor, windows: LocalWindows, heads: int) -> torch.Tensor:
-    """Average of every window's attention output, per token of the padded grid: (B, Hp * Wp, C).
-
-    `qkv` is (3, B, Hp * Wp, C): projections of the zero-padded grid. Windows are cut out as slices
-    (one copy kernel per chunk of windows) and their outputs added back as slices: no index tensors,
-    no atomics, no host-device traffic.
-    """
-    _, batch, tokens, channels = qkv.shape
-    width = windows.padded_grid[1]
-    grid = qkv.view(3, batch, tokens // width, width, channels)
-    wh, ww = windows.size
-    total = torch.zeros(grid.shape[1:], dtype=qkv.dtype, device=qkv.device)
-    count = torch.zeros(grid.shape[2:4], dtype=qkv.dtype, device=qkv.device)
-    slices = window_slices(windows)
-    chunk = max(1, WINDOW_TOKENS_PER_CALL // (batch * wh * ww))
-    for first in range(0, len(slices), chunk):
-        part = slices[first : first + chunk]
-        q, k, v = (torch.stack([t[:, rows, cols] for rows, cols in part], dim=1) for t in grid)
-        out = attend(*(t.reshape(-1, wh * ww, channels) for t in (q, k, v)), heads)
-        out = out.view(batch, len(part), wh, ww, channels)
-        for j, (rows, cols) in enumerate(part):
-            total[:, rows, cols] += out[:, j]
-            count[rows, cols] += 1  # windows per token: small integers, exact in any float dtype
-    return (total / count.clamp(min=1)[None, :, :, None]).view(batch, tokens, channels)
-
-
 def strided_subgrid_attention(
     q: torch.Tensor, kv: torch.Tensor, first_row: int, counts: tuple[int, int], heads: int
 ) -> torch.Tensor:
@@ -110,6 +57,8 @@ def strided_subgrid_attention(
     """
     batch, rows, w, channels = q.shape
     nh, nw = counts
+    if rows % nh == 0 and kv.shape[2] % nh == 0 and w % nw == 0:
+        return _equal_subgrids_attention(q, kv, first_row, counts, heads)
     out = torch.empty_like(q)
     for a in range(nh):
         local_a = (a - first_row) % nh  # first of this rank's rows that lies in sub-grid row class a
@@ -126,6 +75,24 @@ def strided_subgrid_attention(
                 heads,
             ).view(batch, sh, sw, channels)
     return out
+
+
+def _equal_subgrids_attention(
+    q: torch.Tensor, kv: torch.Tensor, first_row: int, counts: tuple[int, int], heads: int
+) -> torch.Tensor:
+    """strided_subgrid_attention when every sub-grid has the same shape: all of them in one batched call
+    (one copy in and one out, instead of several per sub-grid: on a GPU each is a kernel launch)."""
+    batch, rows, w, channels = q.shape
+    nh, nw = counts
+    # q's row slot r holds sub-grid row class (first_row + r) % nh; batch order (B, slot, column class).
+    q_sub = q.unflatten(1, (rows // nh, nh)).unflatten(3, (w // nw, nw)).permute(0, 2, 4, 1, 3, 5)
+    kv_sub = kv.unflatten(2, (kv.shape[2] // nh, nh)).unflatten(4, (w // nw, nw)).permute(0, 1, 3, 5, 2, 4, 6)
+    if first_row % nh:
+        kv_sub = torch.roll(kv_sub, -(first_row % nh), dims=2)
+    k, v = kv_sub.reshape(2, batch * nh * nw, -1, channels)
+    out = attend(q_sub.reshape(batch * nh * nw, -1, channels), k, v, heads)
+    out = out.view(batch, nh, nw, rows // nh, w // nw, channels).permute(0, 3, 1, 4, 2, 5)
+    return out.reshape(batch, rows, w, channels)
 
 
 def whole_grid_keys_values(shard: ShardContext, band_kv: torch.Tensor, bands: list[Band]) -> torch.Tensor:

@@ -85,7 +85,8 @@ def count(unet, native: int, family: str, size: int, frames: int, mode: str) -> 
             one_step(unet, native, family, kwargs, latent, mode)
         with BytesMovedMode() as moved:
             one_step(unet, native, family, kwargs, latent, mode)
-    return {"flops": flops.get_total_flops(), "bytes_moved": moved.bytes, "operators": moved.operators}
+    counts = {"flops": flops.get_total_flops(), "bytes_moved": moved.bytes, "operators": moved.operators}
+    return counts, moved.bytes_by_operator
 
 
 def main() -> None:
@@ -96,6 +97,9 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--device", default="meta", help="meta: counted without computing (any machine)")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float16")
+    parser.add_argument(
+        "--by-operator", type=int, default=8, help="operators adding the most bytes, in the JSON"
+    )
     parser.add_argument("--out", help="also append the JSON lines to this file")
     args = parser.parse_args()
     dtype = DTYPES[args.dtype]
@@ -108,11 +112,15 @@ def main() -> None:
     print("size   mode        TFLOP (x direct)    GB moved (x direct)   operators (x direct)")
     for size in (int(s) for s in args.sizes.split(",")):
         direct = None
-        for mode in args.modes.split(","):
-            counts = count(unet, native, family, size, args.frames, mode)
-            direct = direct or counts
+        for mode in args.modes.split(","):  # the first is the baseline (direct by default)
+            counts, by_operator = count(unet, native, family, size, args.frames, mode)
+            if direct is None:
+                direct, direct_by_operator = counts, by_operator
             ratios = {f"{k}_vs_direct": round(v / direct[k], 3) for k, v in counts.items()}
-            emit({**header, "size": size, "mode": mode, **counts, **ratios}, args.out)
+            extra = {k: v - direct_by_operator.get(k, 0) for k, v in by_operator.items()}
+            largest = dict(sorted(extra.items(), key=lambda kv: -kv[1])[: args.by_operator])
+            row = {**header, "size": size, "mode": mode, **counts, **ratios}
+            emit({**row, "bytes_above_direct_by_operator": largest if counts is not direct else {}}, args.out)
             print(f"{size:<6} {mode:<11} {counts['flops'] / 1e12:8.2f} ({ratios['flops_vs_direct']:.3f}x)"
                   f"   {counts['bytes_moved'] / 1e9:8.1f} ({ratios['bytes_moved_vs_direct']:.3f}x)"
                   f"   {counts['operators']:8d} ({ratios['operators_vs_direct']:.3f}x)")  # fmt: skip

@@ -3,6 +3,8 @@ taught the CPU attention kernel), and the bytes and calls of every operator that
 
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
@@ -21,6 +23,15 @@ CPU_ATTENTION_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cp
 
 ALLOCATIONS = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"}  # touch no data
 FILLS = {"zeros", "zeros_like", "new_zeros", "ones", "ones_like", "new_ones", "full", "full_like", "new_full"}
+
+
+def _bytes(t: torch.Tensor) -> int:
+    """Bytes a tensor's elements take, a broadcast (zero-stride) axis once: an expanded matrix is read
+    from one copy."""
+    elements = 1
+    for size, stride in zip(t.shape, t.stride(), strict=True):
+        elements *= size if stride else 1
+    return elements * t.element_size()
 
 
 def _aliases_an_input(out, args) -> bool:
@@ -43,6 +54,7 @@ class BytesMovedMode(TorchDispatchMode):
         super().__init__()
         self.bytes = 0
         self.operators = 0
+        self.bytes_by_operator: Counter[str] = Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
@@ -53,9 +65,11 @@ class BytesMovedMode(TorchDispatchMode):
             return out
         if name == "index_put_":  # reads the values and indices, updates only the rows they name
             _, indices, values = args[:3]
-            self.bytes += 3 * values.nbytes + sum(t.nbytes for t in indices if t is not None)
+            moved = 3 * _bytes(values) + sum(_bytes(t) for t in indices if t is not None)
         else:
             touched = (out,) if name in FILLS else (args, kwargs, out)  # a fill reads nothing it is given
-            self.bytes += sum(t.nbytes for t in tree_flatten(touched)[0] if isinstance(t, torch.Tensor))
+            moved = sum(_bytes(t) for t in tree_flatten(touched)[0] if isinstance(t, torch.Tensor))
+        self.bytes += moved
+        self.bytes_by_operator[name] += moved
         self.operators += 1
         return out

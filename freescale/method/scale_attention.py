@@ -57,7 +57,7 @@ def strided_subgrid_attention(
     """
     batch, rows, w, channels = q.shape
     nh, nw = counts
-    if rows % nh == 0 and kv.shape[2] % nh == 0 and w % nw == 0:
+    if rows and rows % nh == 0 and kv.shape[2] % nh == 0 and w % nw == 0:
         return _equal_subgrids_attention(q, kv, first_row, counts, heads)
     out = torch.empty_like(q)
     for a in range(nh):

@@ -4,7 +4,8 @@ Windows are cut out as slices and attended in batches. On the CPU their outputs 
 (parallel adds; measured fastest). Elsewhere every call is host time and a kernel launch, which a step of
 small windows is bound by: the outputs go back in one deterministic indexed accumulation per batch of
 windows, and batches are bounded by memory, not by a token count. Both add in window order from zero, so
-they give the same bits.
+on the CPU they give the same bits (CUDA's indexed kernel may keep an fp16 sum in fp32 until it stores it,
+which only rounds less).
 """
 
 from __future__ import annotations

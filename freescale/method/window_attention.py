@@ -56,9 +56,12 @@ def window_tokens(windows: LocalWindows) -> torch.Tensor:
     return (rows[:, :, None] * width + cols[:, None, :]).view(-1, wh * ww)
 
 
-def windows_per_call(windows: LocalWindows, batch: int, channels: int, dtype: torch.dtype, device) -> int:
+def windows_per_call(
+    windows: LocalWindows, batch: int, channels: int, dtype: torch.dtype, device: torch.device
+) -> int:
+    """How many windows share one attention call: by query rows on the CPU, by memory elsewhere."""
     tokens = batch * windows.size[0] * windows.size[1]
-    if torch.device(device).type == "cpu":
+    if device.type == "cpu":
         return max(1, WINDOW_TOKENS_PER_CALL // tokens)
     return max(1, WINDOW_BYTES_PER_CALL // (3 * tokens * channels * dtype.itemsize))
 

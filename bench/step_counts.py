@@ -3,7 +3,7 @@
 shapes and every operator it would run, with no arithmetic done and no weights, so any machine counts it.
 
 Operator calls are what a GPU step of small kernels is bound by (each one host time and a kernel launch):
-the H200's FreeScale step at 2048^2 costs 1.61x direct for 1.23x the FLOPs. One JSON line per (size, mode).
+the H200's FreeScale step at 2048^2 costs 1.61x direct for 1.26x the FLOPs. One JSON line per (size, mode).
     python bench/step_counts.py --unet sdxl --sizes 2048,4096,8192
     python bench/step_counts.py --unet sd15 --sizes 1024 --frames 16     # an AnimateDiff motion UNet
     python bench/step_counts.py --unet tiny --sizes 256 --device cpu      # the built-in model, computed
@@ -48,7 +48,7 @@ def build_image_unet(name: str, device: str, dtype: torch.dtype):
 def _fused_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **_):
     """Attention on the meta device as the fused kernel a GPU runs: one operator that reads q, k, v and
     writes the output (no score matrix), laid out (B, T, heads, D) as flash attention writes it."""
-    if attn_mask is not None:
+    if attn_mask is not None:  # no attention in the counted UNets takes one; its reads would be missed here
         raise NotImplementedError("step_counts: attention with a mask is not counted")
     attend = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
     out = attend(query, key, value, dropout_p, is_causal, scale=scale)[0]
@@ -70,8 +70,8 @@ def fused_attention_on_meta(device: torch.device):
         F.scaled_dot_product_attention = original
 
 
-def count(unet, native: int, family: str, size: int, frames: int, mode: str) -> dict:
-    """FLOPs, bytes moved and operator calls of one step in `mode`."""
+def count(unet, native: int, family: str, size: int, frames: int, mode: str) -> tuple[dict, dict[str, int]]:
+    """FLOPs, bytes moved and operator calls of one step in `mode`, and the bytes moved by operator name."""
     from torch.utils.flop_counter import FlopCounterMode
 
     batch = 2  # the CFG batch

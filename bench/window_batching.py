@@ -51,7 +51,7 @@ def main() -> None:
             hp, wp = windows.padded_grid
             qkv = torch.randn(3, 2, hp * wp, args.channels)
             per_window = windows.size[0] * windows.size[1]
-            chunk = max(1, window_attention.WINDOW_TOKENS_PER_CALL // (2 * per_window))
+            chunk = window_attention.windows_per_call(windows, 2, args.channels, qkv.dtype, qkv.device)
             times = {"batched": [], "looped": []}
             for _ in range(args.repeats + 1):  # the first round warms up
                 for name, fn in (("batched", window_attention.local_attention), ("looped", looped)):

@@ -46,9 +46,8 @@ def _aliases_an_input(out, args) -> bool:
 class BytesMovedMode(TorchDispatchMode):
     """Counts the memory traffic of every operator that computes (bytes of its tensor inputs plus outputs),
     leaving out views, which move nothing (a reshape that copies is counted), and collectives, which are
-    communication: the memory-bound work
-    that FLOPs miss. `operators` counts those calls: on a GPU each is at least one kernel launch, the host
-    time that a step of small kernels is bound by."""
+    communication: the memory-bound work that FLOPs miss. `operators` counts those calls: on a GPU each is
+    at least one kernel launch, the host time that a step of small kernels is bound by."""
 
     def __init__(self):
         super().__init__()

@@ -103,6 +103,7 @@ def local_attention(
         by_batch = torch.arange(batch)[:, None, None] * tokens
         targets = [(by_batch + flat[None, first : first + chunk]).view(-1) for first in starts]
         targets = _to_device(torch.cat(targets), device).split([t.numel() for t in targets])
+    by_row = total.view(batch, tokens // width, width, channels)
     for call, first in enumerate(starts):
         part = slices[first : first + chunk]
         cut = torch.stack([grid[:, :, rows, cols] for rows, cols in part], dim=2)
@@ -113,7 +114,6 @@ def local_attention(
             total.view(-1, channels).index_put_((targets[call],), out.reshape(-1, channels), accumulate=True)
             continue
         out = out.view(batch, len(part), wh, ww, channels)
-        by_row = total.view(batch, tokens // width, width, channels)
         for j, (rows, cols) in enumerate(part):
             by_row[:, rows, cols].add_(out[:, j])
     return total / count[None, :, None]

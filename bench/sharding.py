@@ -10,7 +10,8 @@ rank of its own round, and a summary line gives each count's median ratio and it
 shared machine vary a lot). Two further counts: the same ratio against one rank timed while --loaded-cores
 copies of it run at once (as busy a machine as the sharded ranks see), and two counts no other load can
 move: summed FLOPs (FlopCounterMode: the arithmetic sharding repeats) and summed bytes moved (every
-computing operator's tensor inputs and outputs: the memory-bound work sharding adds, copies included).
+computing operator's tensor inputs and outputs: the memory-bound work sharding adds, copies included),
+with the operators that add the most bytes over one rank.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import os
 import statistics
 import time
+from collections import Counter
 
 import torch
 from work_counts import CPU_ATTENTION_FLOPS, BytesMovedMode  # bench/ is on the path of a script run from it
@@ -100,6 +102,7 @@ def unet_steps(group, size: int, steps: int, fast_mode: bool) -> dict:
         "compute_s_per_step": (main - comm_cpu) / steps,  # ... the rest: the model's arithmetic
         "flops_per_step": flops.get_total_flops(),
         "bytes_moved_per_step": moved.bytes,
+        "bytes_moved_by_operator": dict(moved.bytes_by_operator.most_common()),
         "bytes_sent_per_step": {k: v // steps for k, v in group.stats.bytes_sent.items()},
         "peak_activation_bytes": peak[0],
     }
@@ -179,10 +182,13 @@ def measure(size: int, worlds: list[int], steps: int, fast_mode: bool, loaded_co
         comm_cpu_total = sum(r["comm_cpu_s_per_step"] for r in ranks)
         flops_total = sum(r["flops_per_step"] for r in ranks)
         moved_total = sum(r["bytes_moved_per_step"] for r in ranks)
+        by_operator = sum((Counter(r.pop("bytes_moved_by_operator")) for r in ranks), Counter())
         peak = max(r["peak_activation_bytes"] for r in ranks)
         if baseline is None:
             baseline = {"cpu": cpu_total, "compute": compute_total, "peak": peak, "flops": flops_total,
-                        "moved": moved_total}  # fmt: skip
+                        "moved": moved_total, "by_operator": by_operator}  # fmt: skip
+        one_rank_by_operator = baseline["by_operator"]
+        above = {op: by_operator[op] - one_rank_by_operator[op] for op in by_operator | one_rank_by_operator}
         line = {
             "bench": "sharding", "model": "tiny", "size": size, "fast_mode": fast_mode,
             "ranks": world, "threads_per_rank": 1,
@@ -194,6 +200,8 @@ def measure(size: int, worlds: list[int], steps: int, fast_mode: bool, loaded_co
             "comm_cpu_s_per_step_all_ranks": round(comm_cpu_total, 3),
             "flops_ratio_vs_1_rank": round(flops_total / baseline["flops"], 4),
             "bytes_moved_ratio_vs_1_rank": round(moved_total / baseline["moved"], 4),
+            # Where sharding's extra bytes go: the operators adding the most, summed over ranks.
+            "bytes_above_1_rank_by_operator": dict(sorted(above.items(), key=lambda kv: -kv[1])[:6]),
             "peak_activation_bytes_max_rank": peak,
             "peak_activation_ratio_vs_1_rank": round(peak / baseline["peak"], 3),
             "per_rank": ranks,

@@ -1,46 +1,49 @@
-"""SDXL renders are bit-identical to those made before the tree was restructured (issue 10).
+"""SDXL renders match those made before the tree was restructured (issue 10), to float rounding.
 
-The hashes below were recorded on the old flat tree (commit 1c6b109) with this very file: each recipe
-is rendered through the CLI and the sha256 of the decoded pixels is compared. Pixels, not file bytes,
-because a recipe chunk may gain keys (model family) without the image changing.
+`tests/golden/` holds the old flat tree's outputs (commit 1c6b109, rendered by these recipes on a 2-core
+AMD EPYC with AVX-512, torch 2.13.0 CPU) and one `freescale.scale_fusion` UNet call's output from the first
+restructured commit (1a69ded, identical there to every later commit on that machine).
+
+Pixels were first compared by sha256, but float kernels round differently on other CPUs (MKL and oneDNN
+pick their code paths by vendor and instruction set): the recorded hashes held only on the machine that
+recorded them, where the old and the new tree did agree bit for bit. Across machines and kernel paths
+(AVX-512 and AVX2 tried) the same code gives pixels within one 8-bit level, with at most 0.007% of the
+8-bit values differing at all; the bounds below allow one level and 0.1%, far below any change a real
+edit to the method makes (a changed step, stage or blur moves most pixels).
 """
 
-import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+import torch
 from PIL import Image
 
 from freescale.cli import commands as cli
 
-# (CLI arguments, output file name, sha256 of the decoded pixels)
+GOLDEN_DIR = Path(__file__).parent / "golden"
+
+# (CLI arguments, output file name: the old tree's render of those arguments in tests/golden/)
 GOLDEN = [
-    (["a red fox", "--steps", "4", "--seed", "3", "--scale", "4"], "plain.png",
-     "uint8(512, 512, 3):86cb0160504ddc5f8710f35fac6798319704d7ecd91b82c5717a4ac493231504"),
+    (["a red fox", "--steps", "4", "--seed", "3", "--scale", "4"], "plain.png"),
     (["a lighthouse", "--steps", "5", "--stages", "128,192x256", "--fast-mode", "--blur", "2d",
-      "--freeu", "1.2,1.3,0.7,0.5", "--cosine-scale", "1.0"], "fast.png",
-     "uint8(256, 192, 3):73e05715b68e869c1d18f7bf6a447f6a8733a7322a65aa75a8d56819131f0db0"),
+      "--freeu", "1.2,1.3,0.7,0.5", "--cosine-scale", "1.0"], "fast.png"),
     (["a koi pond", "--steps", "5", "--stages", "128,256", "--preset", "detail", "--mask", "{mask}",
-      "--guidance", "5", "--restart", "0.4", "--dilate-tau", "3"], "detail.png",
-     "uint8(256, 256, 3):cd9fe0bcfc760a0ee93de57c6e67bf1d91e2e086dd0768e0caf28d7c5cf6e8e0"),
+      "--guidance", "5", "--restart", "0.4", "--dilate-tau", "3"], "detail.png"),
     (["a harbour", "--steps", "4", "--scale", "2", "--no-freeu", "--bit-depth", "16", "--seed", "11"],
-     "deep.tif", "uint16(256, 256, 3):2c3c568f0b29ce5b194a99e91d898f77a3075cff052272e18e9ac0f44c976a3a"),
+     "deep.tif"),
 ]  # fmt: skip
 
 
-def pixel_hash(path) -> str:
+def read_pixels(path) -> np.ndarray:
     if str(path).endswith(".tif"):
-        pixels = tifffile.imread(path)
-    else:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB"))
-    return (
-        f"{pixels.dtype}{pixels.shape}:" + hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
-    )
+        return tifffile.imread(path)
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
 
 
-def render_golden(argv, name, tmp_path) -> str:
+def render_golden(argv, name, tmp_path) -> np.ndarray:
     mask = tmp_path / "mask.png"
     if not mask.exists():
         m = np.zeros((40, 40), dtype=np.uint8)
@@ -49,21 +52,28 @@ def render_golden(argv, name, tmp_path) -> str:
     out = tmp_path / name
     args = [a.replace("{mask}", str(mask)) for a in argv]
     assert cli.main(["render", *args, "--quiet", "-o", str(out)]) == 0
-    return pixel_hash(out)
+    return read_pixels(out)
 
 
-@pytest.mark.parametrize("argv, name, expected", GOLDEN, ids=[g[1] for g in GOLDEN])
-def test_sdxl_render_is_bit_identical_to_the_old_tree(argv, name, expected, tmp_path):
-    assert render_golden(argv, name, tmp_path) == expected
+def assert_within_rounding(pixels: np.ndarray, expected: np.ndarray) -> None:
+    """At most one 8-bit level apart (257 in 16 bits), and at most 0.1% of the values differing at all."""
+    assert pixels.dtype == expected.dtype and pixels.shape == expected.shape
+    level = 257 if expected.dtype == np.uint16 else 1
+    diff = np.abs(pixels.astype(np.int64) - expected.astype(np.int64))
+    assert diff.max() <= level, f"a pixel is {diff.max()} apart (allowed {level})"
+    if expected.dtype == np.uint8:
+        assert (diff > 0).mean() <= 1e-3, f"{(diff > 0).mean():.4%} of the values differ"
+    else:  # 16 bits resolve the rounding itself: bound its size instead
+        assert diff.mean() <= 0.1, f"mean difference {diff.mean():.3f} of 65535"
 
 
-# sha256 of one `freescale.scale_fusion` UNet call's output (float32 bytes) on the built-in model.
-SCALE_FUSION_GOLDEN = "ad4193a1f3100636968d31578515b3d66da51fe612db949e49f8c0bced8311ee"
+@pytest.mark.parametrize("argv, name", GOLDEN, ids=[g[1] for g in GOLDEN])
+def test_sdxl_render_matches_the_old_tree(argv, name, tmp_path):
+    assert_within_rounding(render_golden(argv, name, tmp_path), read_pixels(GOLDEN_DIR / name))
 
 
-def scale_fusion_output_hash(model) -> str:
-    import torch
-
+def scale_fusion_output(model) -> torch.Tensor:
+    """One `freescale.scale_fusion` UNet call on the built-in model (float32)."""
     import freescale
 
     unet = model.pipe.unet
@@ -82,9 +92,10 @@ def scale_fusion_output_hash(model) -> str:
         freeu=(1.1, 1.2, 0.6, 0.4), jitter_seed=5,
     ) as fusion:  # fmt: skip
         fusion.begin_step(stage=1, step=2, dilate=True)
-        out = unet(**inputs).sample
-    return hashlib.sha256(out.contiguous().numpy().tobytes()).hexdigest()
+        return unet(**inputs).sample
 
 
-def test_scale_fusion_api_is_bit_identical_to_the_old_tree(tiny_model):
-    assert scale_fusion_output_hash(tiny_model) == SCALE_FUSION_GOLDEN
+def test_scale_fusion_api_matches_the_old_tree(tiny_model):
+    expected = torch.from_numpy(np.load(GOLDEN_DIR / "scale_fusion_call.npy", allow_pickle=False))
+    # float32 rounding of one UNet call on another kernel path: ~1e-6 of the output's scale.
+    torch.testing.assert_close(scale_fusion_output(tiny_model), expected, rtol=1e-5, atol=1e-5)

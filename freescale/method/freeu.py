@@ -42,7 +42,8 @@ def low_frequency_sums(x: torch.Tensor, row_start: int, full_height: int) -> tor
     rows, width = x.shape[-2:]
     eh = _basis(full_height, row_start, row_start + rows, x.device)
     ew = _basis(width, 0, width, x.device)
-    return torch.einsum("bchw,kh,lw->bckl", x.float().to(torch.complex64), eh, ew)
+    # Straight to complex64: a half-precision x converts exactly, with no float32 copy on the way.
+    return torch.einsum("bchw,kh,lw->bckl", x.to(torch.complex64), eh, ew)
 
 
 def apply_low_frequency_scale(
@@ -53,7 +54,8 @@ def apply_low_frequency_scale(
     eh = _basis(full_height, row_start, row_start + rows, x.device)
     ew = _basis(width, 0, width, x.device)
     low = torch.einsum("bckl,kh,lw->bchw", sums, eh.conj(), ew.conj()).real / (full_height * width)
-    return (x.float() + (scale - 1.0) * low).to(x.dtype)
+    # `low` is float32, so the sum is taken in float32 (type promotion) without a float32 copy of x.
+    return (x + (scale - 1.0) * low).to(x.dtype)
 
 
 def fourier_filter(x: torch.Tensor, scale: float) -> torch.Tensor:

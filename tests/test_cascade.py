@@ -39,7 +39,9 @@ class UNetSpy:
 
     def __init__(self, pipe):
         self.pipe, self.calls = pipe, []
-        self.conv = dict(pipe.unet.named_modules())["mid_block.resnets.0.conv1"]
+        conv = dict(pipe.unet.named_modules())["mid_block.resnets.0.conv1"]
+        # A UNet that a sharded render used keeps its band convs (a worker shards it once): the conv inside.
+        self.conv = getattr(conv, "inner", conv)
 
     def __call__(self, module, args, kwargs):
         sample = args[0] if args else kwargs["sample"]

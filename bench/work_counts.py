@@ -22,7 +22,8 @@ CPU_ATTENTION_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cp
 
 
 ALLOCATIONS = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"}  # touch no data
-FILLS = {"zeros", "zeros_like", "new_zeros", "ones", "ones_like", "new_ones", "full", "full_like", "new_full"}
+FILLS = {"zeros", "zeros_like", "new_zeros", "ones", "ones_like", "new_ones", "full", "full_like", "new_full",
+         "fill_", "zero_"}  # fmt: skip
 
 
 def _bytes(t: torch.Tensor) -> int:
@@ -65,6 +66,8 @@ class BytesMovedMode(TorchDispatchMode):
         if name == "index_put_":  # reads the values and indices, updates only the rows they name
             _, indices, values = args[:3]
             moved = 3 * _bytes(values) + sum(_bytes(t) for t in indices if t is not None)
+        elif name == "copy_":  # writes its destination without reading it: not counted as input and output
+            moved = _bytes(args[0]) + _bytes(args[1])
         else:
             touched = (out,) if name in FILLS else (args, kwargs, out)  # a fill reads nothing it is given
             moved = sum(_bytes(t) for t in tree_flatten(touched)[0] if isinstance(t, torch.Tensor))

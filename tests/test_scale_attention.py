@@ -12,11 +12,11 @@ from freescale.method.window_attention import attend, local_attention
 from freescale.tiling.windows import local_windows
 
 
-def _attention(channels=16, heads=2, seed=0):
+def _attention(channels=16, heads=2, seed=0, qkv_bias=True):
     torch.manual_seed(seed)
     attn = Attention(query_dim=channels, heads=heads, dim_head=channels // heads, out_bias=True)
     with torch.no_grad():  # biases on q/k/v too, so padded zero tokens are not trivially zero
-        for lin in (attn.to_q, attn.to_k, attn.to_v):
+        for lin in (attn.to_q, attn.to_k, attn.to_v) if qkv_bias else ():
             lin.bias = torch.nn.Parameter(torch.randn(lin.out_features) * 0.1)
     attn.set_processor(AttnProcessor2_0())
     return attn.double().eval()
@@ -86,6 +86,19 @@ def test_batched_windows_equal_window_by_window(grid, counts, key, fast_mode):
     windows = step.windows(grid, 3)
     expected = reference_scale_attention(attn, x, grid, counts, windows, fast_mode)
     got = processor(attn, x)
+    assert torch.allclose(got, expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("fast_mode", [False, True])
+@pytest.mark.parametrize("grid, counts, key", [CASES[1], CASES[2], CASES[4]])  # windows reaching the padding
+def test_projections_without_bias_are_padded_with_zeros(grid, counts, key, fast_mode):
+    # SDXL's and SD1.5's attn1 have no q/k/v bias: the padding then holds zeros without calling the modules.
+    attn = _attention(qkv_bias=False)
+    assert attn.to_q.bias is None and attn.to_k.bias is None and attn.to_v.bias is None
+    x = torch.randn(2, grid[0] * grid[1], 16, dtype=torch.float64)
+    step = _step(grid, counts, fast_mode=fast_mode, jitter_seed=key)
+    expected = reference_scale_attention(attn, x, grid, counts, step.windows(grid, 3), fast_mode)
+    got = ScaleFusionProcessor(step, layer=3)(attn, x)
     assert torch.allclose(got, expected, rtol=1e-10, atol=1e-10)
 
 

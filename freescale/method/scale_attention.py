@@ -1,8 +1,9 @@
 """Scale-fusion self-attention as a diffusers attention processor on attn1 (SPEC 4).
 
-The q/k/v projections are computed once on the zero-padded grid (they are per token, so windows share
-them; the windows themselves: window_attention.py), and the output projection is applied after averaging
-(it is affine, so the average commutes with it).
+The q/k/v projections are computed once per token of the rows this rank reads and are shared by both
+branches (the windows themselves: window_attention.py); the local branch's zero padding is laid around them
+as what a zero token projects to. The output projection is applied after averaging (it is affine, so the
+average commutes with it).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
+from torch import nn
 
 from freescale.cluster.sharding.shard_context import ShardContext
 from freescale.method.gaussian_blur import gaussian_blur
@@ -103,6 +104,26 @@ def whole_grid_keys_values(shard: ShardContext, band_kv: torch.Tensor, bands: li
     return rows_first.permute(2, 3, 0, 1, 4)
 
 
+def zero_padded_projections(
+    attn, projections: list[torch.Tensor], in_channels: int, rows_pad: tuple[int, int], columns_pad: int
+) -> torch.Tensor:
+    """(3, B, rows_pad[0] + R + rows_pad[1], w + 2 * columns_pad, C): the q/k/v projections (B, R, w, C) of
+    real rows inside the local branch's zero padding, which holds what a zero token projects to (the
+    padded zeros take part in the windows, SPEC 4): nothing but zeros for a Linear without bias, as SDXL's
+    and SD1.5's attn1 are; otherwise the module's own output for a zero token, the bits a padded grid's
+    projection gave."""
+    batch, rows, w, channels = projections[0].shape
+    above, below = rows_pad
+    out = projections[0].new_zeros(3, batch, above + rows + below, w + 2 * columns_pad, channels)
+    modules = (attn.to_q, attn.to_k, attn.to_v)
+    for i, (module, projection) in enumerate(zip(modules, projections, strict=True)):
+        if not (isinstance(module, nn.Linear) and module.bias is None):
+            zero_token = module(projection.new_zeros(1, in_channels))
+            out[i].copy_(zero_token.view(channels).expand_as(out[i]))
+        out[i, :, above : above + rows, columns_pad : columns_pad + w] = projection
+    return out
+
+
 def _check_plain_self_attention(attn, encoder_hidden_states, attention_mask) -> None:
     unsupported = {
         "cross-attention input": encoder_hidden_states is not None,
@@ -143,24 +164,26 @@ class ScaleFusionProcessor:
         reach = [windows_touching_rows(windows, band) for band in bands]
         rows = shard.group.fetch_rows(x, bands, clipped([r.rows for r in reach], h), dim=1)
         mine = reach[shard.group.rank]
-        top = mine.rows[0]
-        padded = F.pad(rows, (0, 0, windows.pad[1], windows.pad[1], *zero_rows(mine.rows, h)))
-        proj = torch.stack([attn.to_q(padded), attn.to_k(padded), attn.to_v(padded)])
-        inner = proj.shape[-1]
-        local = local_attention(proj.view(3, batch, -1, inner), mine.windows, attn.heads)
+        first = max(mine.rows[0], 0)  # the first grid row fetched
+        # Per token, so projected once on real rows only; both branches read these.
+        projections = [attn.to_q(rows), attn.to_k(rows), attn.to_v(rows)]
+        inner = projections[0].shape[-1]
         pw = windows.pad[1]
-        proj = proj.view(3, batch, -1, w + 2 * pw, inner)
+        padded = zero_padded_projections(attn, projections, channels, zero_rows(mine.rows, h), pw)
+        local = local_attention(padded.view(3, batch, -1, inner), mine.windows, attn.heads)
+        top = mine.rows[0]  # the first padded row, a grid row or above the grid
         local = local.view(batch, -1, w + 2 * pw, inner)[:, a - top : b - top, pw : pw + w]
 
         # Global branch: this band's queries against keys/values of the whole grid.
-        band_proj = proj[:, :, a - top : b - top, pw : pw + w]
-        kv = whole_grid_keys_values(shard, band_proj[1:], bands)
+        q = projections[0][:, a - first : b - first]
+        kv = whole_grid_keys_values(shard, padded[1:, :, a - top : b - top, pw : pw + w], bands)
         if self.step.fast_mode:
-            glob = strided_subgrid_attention(band_proj[0], kv, a, self.step.scale_counts, attn.heads)
+            glob = strided_subgrid_attention(q, kv, a, self.step.scale_counts, attn.heads)
         else:
-            q = band_proj[0].reshape(batch, -1, inner)
-            k, v = kv.reshape(2, batch, h * w, inner)
-            glob = attend(q, k, v, attn.heads).view(batch, b - a, w, inner)
+            # One rank: the projections hold the same keys/values unpadded, so they read flat with no copy.
+            k, v = projections[1:] if len(bands) == 1 else kv
+            flat = (t.reshape(batch, -1, inner) for t in (q, k, v))
+            glob = attend(*flat, attn.heads).view(batch, b - a, w, inner)
 
         local = attn.to_out[1](attn.to_out[0](local))
         glob = attn.to_out[1](attn.to_out[0](glob))

@@ -39,16 +39,16 @@ def fusion_flops(
     """(attention FLOPs, dense FLOPs) of ScaleFusionProcessor on `band` (rows of the level's token grid).
 
     dims = (query, inner, out) widths. Attention: every local window touching the band, and the band's
-    queries against the whole grid (or its sub-grids); dense: q/k/v projections of the rows those windows
-    cover, both output projections, and the separable blur of the band plus its halo.
+    queries against the whole grid (or its sub-grids); dense: q/k/v projections of the grid rows those
+    windows cover (real tokens only: the padding around them is not projected), both output projections,
+    and the separable blur of the band plus its halo.
     """
     (h, w), (a, b) = grid, band
     query_dim, inner, out_dim = dims
     reach = windows_touching_rows(windows, band)
-    covered = reach.rows[1] - reach.rows[0]
-    padded_cols = w + 2 * windows.pad[1]
+    lo, hi = clip(reach.rows, h)
     window_tokens = windows.size[0] * windows.size[1]
-    dense = 3 * 2 * batch * covered * padded_cols * query_dim * inner
+    dense = 3 * 2 * batch * (hi - lo) * w * query_dim * inner
     attention = 4 * batch * len(reach.windows.corners) * window_tokens * window_tokens * inner
     if fast_mode:
         attention += 4 * batch * inner * subgrid_pairs(grid, band, counts)

@@ -164,14 +164,14 @@ class ScaleFusionProcessor:
         reach = [windows_touching_rows(windows, band) for band in bands]
         rows = shard.group.fetch_rows(x, bands, clipped([r.rows for r in reach], h), dim=1)
         mine = reach[shard.group.rank]
-        first = max(mine.rows[0], 0)  # the first grid row fetched
+        top = mine.rows[0]  # the first padded row: a grid row, or above the grid
+        first = max(top, 0)  # the first grid row fetched
         # Per token, so projected once on real rows only; both branches read these.
         projections = [attn.to_q(rows), attn.to_k(rows), attn.to_v(rows)]
         inner = projections[0].shape[-1]
         pw = windows.pad[1]
         padded = zero_padded_projections(attn, projections, channels, zero_rows(mine.rows, h), pw)
         local = local_attention(padded.view(3, batch, -1, inner), mine.windows, attn.heads)
-        top = mine.rows[0]  # the first padded row, a grid row or above the grid
         local = local.view(batch, -1, w + 2 * pw, inner)[:, a - top : b - top, pw : pw + w]
 
         # Global branch: this band's queries against keys/values of the whole grid.
